@@ -1,0 +1,185 @@
+"""Run folders: atomic writing, and loading a trained model back from a run, a folder or the Hub.
+
+A run folder holds:
+  config.yaml   the fully resolved RunConfig
+  metrics.json  test metrics, timing, memory, parameters, versions, device
+  log.jsonl     the Trainer's log, one JSON object per line
+  model/        method full: model and tokenizer (save_pretrained, safetensors)
+  adapter/      adapter methods: PEFT adapter with the classification head, and the tokenizer
+  base/         adapter methods whose base has random weights made by the run (it exists nowhere else)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+
+from .config import RunConfig, build, read_recipe
+from .data import ID2LABEL, LABEL2ID
+from .errors import ModelError, RunError
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "log.jsonl"
+MODEL_DIR = "model"
+ADAPTER_DIR = "adapter"
+BASE_DIR = "base"
+
+
+def default_output(method: str) -> Path:
+    return Path("runs") / f"{method}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def check_output(path: Path, overwrite: bool) -> None:
+    """Refuse an existing output unless overwriting is asked for."""
+    if path.exists() and not overwrite:
+        raise RunError(f"output {path} already exists: pass --overwrite or choose another --output")
+    if path.exists() and not path.is_dir():
+        raise RunError(f"output {path} exists and is not a folder")
+
+
+@contextmanager
+def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder that becomes `final` only if the block succeeds."""
+    check_output(final, overwrite)
+    parent = final.parent
+    created_parent = not parent.exists()
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"cannot create {parent}: {err.strerror}") from None
+    tmp = parent / f".{final.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        tmp.mkdir()
+    except OSError as err:
+        raise RunError(f"cannot write to {parent}: {err.strerror}") from None
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created_parent:
+            _remove_if_empty(parent)
+        raise
+    old = None
+    if final.exists():
+        old = parent / f".{final.name}.old-{os.getpid()}"
+        final.rename(old)
+    tmp.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def write_json(data: Any, path: Path) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------- loading
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module  # eval mode
+    tokenizer: PreTrainedTokenizerBase
+    kind: str  # "run", "model", "adapter" or "hub"
+    config: RunConfig | None  # the run's config when loaded from a run folder
+    source: str
+
+
+def is_run(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() and ((path / MODEL_DIR).is_dir() or (path / ADAPTER_DIR).is_dir())
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise RunError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
+    return build(RunConfig, read_recipe(run_dir / CONFIG_FILE))
+
+
+def load_metrics(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no {METRICS_FILE}")
+    return json.loads(path.read_text())
+
+
+def load_model(source: str | Path) -> LoadedModel:
+    """A run folder, a model folder, an adapter folder or a Hub id -> model in eval mode."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if is_run(path):
+            cfg = load_run_config(path)
+            if (path / MODEL_DIR).is_dir():
+                model, tok = _load_full(path / MODEL_DIR)
+            else:
+                base = path / BASE_DIR if (path / BASE_DIR).is_dir() else None
+                model, tok = _load_adapter(path / ADAPTER_DIR, base)
+            return LoadedModel(model.eval(), tok, "run", cfg, str(path))
+        if (path / "adapter_config.json").is_file():
+            model, tok = _load_adapter(path, None)
+            return LoadedModel(model.eval(), tok, "adapter", None, str(path))
+        if (path / "config.json").is_file():
+            model, tok = _load_full(path)
+            return LoadedModel(model.eval(), tok, "model", None, str(path))
+        if (path / CONFIG_FILE).is_file():
+            raise RunError(f"run {path} has no {MODEL_DIR}/ or {ADAPTER_DIR}/ folder: it did not finish")
+        raise ModelError(f"{path} is neither a run, a model folder nor an adapter folder")
+    if str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
+        raise ModelError(f"folder not found: {source}")
+    model, tok = _load_full(str(source))
+    return LoadedModel(model.eval(), tok, "hub", None, str(source))
+
+
+def _load_full(source: str | Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    try:
+        tok = AutoTokenizer.from_pretrained(str(source))
+        model = AutoModelForSequenceClassification.from_pretrained(str(source), use_safetensors=True)
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(_message(source, err)) from None
+    return model, tok
+
+
+def _load_adapter(adapter_dir: Path, base_dir: Path | None) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    from peft import PeftConfig, PeftModel
+
+    try:
+        peft_config = PeftConfig.from_pretrained(str(adapter_dir))
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(_message(adapter_dir, err)) from None
+    base_source = str(base_dir) if base_dir is not None else peft_config.base_model_name_or_path
+    try:
+        # The adapter does not carry the label names: rebuild the base with them.
+        base = AutoModelForSequenceClassification.from_pretrained(
+            base_source, num_labels=2, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
+            use_safetensors=True,
+        )
+        model = PeftModel.from_pretrained(base, str(adapter_dir))
+        tok_source = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_source
+        tok = AutoTokenizer.from_pretrained(str(tok_source))
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(_message(base_source, err)) from None
+    return model, tok
+
+
+def _message(source: str | Path, err: BaseException) -> str:
+    if Path(str(source)).expanduser().exists():
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return f"cannot load {source}: {first}"
+    return f"cannot load {str(source)!r} from the Hub (no network or no such repo): pass a local folder"

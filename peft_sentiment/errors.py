@@ -1,0 +1,23 @@
+"""Errors the CLI turns into one-line messages."""
+
+from __future__ import annotations
+
+
+class PeftSentimentError(Exception):
+    """Base class for every error caused by user input or the environment."""
+
+
+class ConfigError(PeftSentimentError, ValueError):
+    """A recipe, an override or an option has a bad value."""
+
+
+class DataError(PeftSentimentError):
+    """The data set is missing, malformed or unusable for binary sentiment."""
+
+
+class ModelError(PeftSentimentError):
+    """A model, tokenizer or adapter cannot be loaded."""
+
+
+class RunError(PeftSentimentError):
+    """A run folder is missing, incomplete or would be overwritten."""

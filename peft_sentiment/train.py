@@ -1,0 +1,180 @@
+"""Fine-tuning with the transformers Trainer, and batched prediction with it."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import (
+    DataCollatorWithPadding,
+    PrinterCallback,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from .config import TrainConfig
+from .metrics import binary_metrics
+from .perf import cpu_flags
+
+
+@dataclass
+class TrainResult:
+    train_seconds: float
+    train_samples_per_second: float
+    steps: int
+    final_loss: float
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+class LogRecorder(TrainerCallback):
+    """Keeps every Trainer log entry (loss, learning rate, per-epoch evaluation)."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        if logs:
+            self.entries.append({"step": state.global_step, "epoch": state.epoch, **logs})
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto` -> bf16 where the hardware runs it natively (CUDA bf16, or AVX512-BF16/AMX), else fp32."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
+
+
+def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:
+    """Token ids for each review, truncated to `max_length`; padding happens per batch."""
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]  # for length-grouped batches
+        return encoded
+
+    return dataset.map(encode, batched=True, remove_columns=["text"], desc="Tokenizing")
+
+
+def training_arguments(cfg: TrainConfig, output_dir: Path, evaluate: bool) -> TrainingArguments:
+    precision = resolve_precision(cfg.precision)
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=cfg.lr,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        num_train_epochs=cfg.epochs,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,  # v5: a float below 1 is a share of the steps
+        lr_scheduler_type=cfg.scheduler,
+        seed=cfg.seed,
+        bf16=precision == "bf16",
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        length_column_name="length",
+        eval_strategy="epoch" if evaluate else "no",
+        save_strategy="no",  # the run folder is written once, at the end
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        report_to=[],
+        disable_tqdm=True,  # progress is the caller's callback
+        dataloader_num_workers=0,  # workers would each start their own thread pool on the CPU
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def _compute_metrics(eval_pred) -> dict[str, float]:  # noqa: ANN001
+    logits, labels = eval_pred
+    preds = np.asarray(logits).argmax(axis=-1)
+    m = binary_metrics(list(map(int, labels)), list(map(int, preds)))
+    return {"accuracy": m.accuracy, "f1": m.f1}
+
+
+def make_trainer(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: TrainConfig,
+    work_dir: Path,
+    train: Dataset | None = None,
+    test: Dataset | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Trainer:
+    args = training_arguments(cfg, work_dir, evaluate=train is not None and test is not None)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=test,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=_compute_metrics,
+        callbacks=list(callbacks),
+    )
+    trainer.remove_callback(PrinterCallback)  # the caller's callbacks report progress
+    return trainer
+
+
+def train(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    train_set: Dataset,
+    test_set: Dataset,
+    cfg: TrainConfig,
+    work_dir: Path,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> TrainResult:
+    """Fine-tune `model` in place, evaluating on `test_set` after each epoch."""
+    recorder = LogRecorder()
+    trainer = make_trainer(model, tokenizer, cfg, work_dir, train_set, test_set,
+                           [recorder, *callbacks])
+    start = time.perf_counter()
+    output = trainer.train()
+    seconds = time.perf_counter() - start
+    return TrainResult(
+        train_seconds=seconds,
+        train_samples_per_second=output.metrics.get("train_samples_per_second", 0.0),
+        steps=output.global_step,
+        final_loss=output.training_loss,
+        log=recorder.entries,
+    )
+
+
+@dataclass
+class Predictions:
+    logits: np.ndarray
+    labels: np.ndarray
+    seconds: float
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.logits.argmax(axis=-1)
+
+
+def predict_dataset(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    test_set: Dataset,
+    cfg: TrainConfig,
+    work_dir: Path,
+) -> Predictions:
+    """Logits for a tokenized data set, in its order."""
+    trainer = make_trainer(model, tokenizer, cfg, work_dir, test=test_set)
+    start = time.perf_counter()
+    output = trainer.predict(test_set)
+    seconds = time.perf_counter() - start
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    return Predictions(logits=np.asarray(logits, dtype=np.float32),
+                       labels=np.asarray(output.label_ids), seconds=seconds)
+
+
+def write_log(entries: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w") as f:
+        for entry in entries:
+            f.write(json.dumps(entry) + "\n")

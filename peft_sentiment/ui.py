@@ -1,0 +1,86 @@
+"""Rich terminal output: the training progress bar and result tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from transformers import TrainerCallback
+
+from .metrics import Metrics
+
+err_console = Console(stderr=True)
+
+
+class RichProgress(TrainerCallback):
+    """A progress bar over optimizer steps, and one line per epoch evaluation."""
+
+    def __init__(self, console: Console = err_console) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.task = None
+        self.loss: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.progress = Progress(
+            TextColumn("[bold]training[/] epoch {task.fields[epoch]:.2f}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=state.max_steps, epoch=0.0, loss="-")
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step, epoch=state.epoch or 0.0)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        if self.progress is not None and logs and "loss" in logs:
+            self.progress.update(self.task, loss=f"{logs['loss']:.4f}")
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
+        if metrics and self.progress is not None:
+            self.progress.console.print(
+                f"epoch {state.epoch:.0f}: eval accuracy {metrics.get('eval_accuracy', 0):.4f}"
+                f"  f1 {metrics.get('eval_f1', 0):.4f}  loss {metrics.get('eval_loss', 0):.4f}"
+            )
+
+    def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.close()
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def metrics_table(title: str, metrics: Metrics, extra: dict[str, Any] | None = None) -> Table:
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("accuracy", f"{metrics.accuracy:.4f}")
+    table.add_row("f1", f"{metrics.f1:.4f}")
+    table.add_row("precision", f"{metrics.precision:.4f}")
+    table.add_row("recall", f"{metrics.recall:.4f}")
+    table.add_row("test reviews", str(metrics.n))
+    for key, value in (extra or {}).items():
+        table.add_row(key, str(value))
+    return table
+
+
+def format_params(trainable: int, total: int) -> str:
+    return f"trainable params: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
