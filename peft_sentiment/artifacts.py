@@ -133,7 +133,10 @@ def load_model(source: str | Path) -> LoadedModel:
                 model, tok = _load_adapter(path / ADAPTER_DIR, base)
             return LoadedModel(model.eval(), tok, "run", cfg, str(path))
         if (path / "adapter_config.json").is_file():
-            model, tok = _load_adapter(path, None)
+            # The adapter/ folder of a run whose base was built by the run: that base is its sibling.
+            sibling = path.parent / BASE_DIR
+            base = sibling if path.name == ADAPTER_DIR and sibling.is_dir() else None
+            model, tok = _load_adapter(path, base)
             return LoadedModel(model.eval(), tok, "adapter", None, str(path))
         if (path / "config.json").is_file():
             model, tok = _load_full(path)
@@ -143,8 +146,22 @@ def load_model(source: str | Path) -> LoadedModel:
         raise ModelError(f"{path} is neither a run, a model folder nor an adapter folder")
     if str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
         raise ModelError(f"folder not found: {source}")
+    if _hub_has_file(str(source), "adapter_config.json"):
+        model, tok = _load_adapter(str(source), None)
+        return LoadedModel(model.eval(), tok, "adapter", None, str(source))
     model, tok = _load_full(str(source))
     return LoadedModel(model.eval(), tok, "hub", None, str(source))
+
+
+def _hub_has_file(repo_id: str, filename: str) -> bool:
+    """True when the Hub repo (or, offline, its cached copy) holds `filename`."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(repo_id, filename)
+    except Exception:  # noqa: BLE001 - no such file or repo, offline, bad id: not there
+        return False
+    return True
 
 
 def _load_full(source: str | Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
@@ -156,7 +173,8 @@ def _load_full(source: str | Path) -> tuple[torch.nn.Module, PreTrainedTokenizer
     return model, tok
 
 
-def _load_adapter(adapter_dir: Path, base_dir: Path | None) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+def _load_adapter(adapter_dir: Path | str, base_dir: Path | None) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """An adapter folder or Hub id on its base; `base_dir` replaces the base recorded in the adapter."""
     from peft import PeftConfig, PeftModel
 
     try:
@@ -171,7 +189,11 @@ def _load_adapter(adapter_dir: Path, base_dir: Path | None) -> tuple[torch.nn.Mo
             use_safetensors=True,
         )
         model = PeftModel.from_pretrained(base, str(adapter_dir))
-        tok_source = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_source
+        if isinstance(adapter_dir, Path):
+            has_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
+        else:
+            has_tokenizer = _hub_has_file(adapter_dir, "tokenizer_config.json")
+        tok_source = adapter_dir if has_tokenizer else base_source
         tok = AutoTokenizer.from_pretrained(str(tok_source))
     except Exception as err:  # noqa: BLE001
         raise ModelError(_message(base_source, err)) from None

@@ -242,5 +242,85 @@ def predict(source: str, texts: tuple[str, ...], file: Any, as_json: bool, batch
             click.echo(f"{p.label}\t{p.score:.4f}\t{p.text}")
 
 
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="Folder for the merged model. [default: RUN/merged]")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@handle_errors
+def merge(run: Path, output: Path | None, overwrite: bool) -> None:
+    """Merge a LoRA run's adapter into its base: a standalone model that loads without peft.
+
+    The merged model's logits are checked against base + adapter before it is kept.
+    """
+    from .merge import merge_run
+
+    _quiet_libraries()
+    result = merge_run(run, output=output, overwrite=overwrite)
+    click.echo(f"merged model: {result.output}")
+    click.echo(f"logit check: max |merged - (base + adapter)| = {result.max_abs_diff:.2g} on "
+               f"{result.n_texts} texts ({result.texts_from}); tolerance {result.tolerance:g}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--repo-id", required=True, metavar="NAME/REPO", help="Hub repo to push to (created if missing).")
+@click.option("--merged", is_flag=True, help="Push the standalone model (a LoRA run is merged first).")
+@click.option("--adapter-only", is_flag=True, help="Push the adapter, its head and the tokenizer.")
+@click.option("--base-model-id", default=None, metavar="HUB_ID",
+              help="Hub id of the base weights, for a run trained from a local folder.")
+@click.option("--private", is_flag=True, help="Create the repo as private.")
+@click.option("--revision", default=None, metavar="BRANCH", help="Branch to push to. [default: main]")
+@click.option("--create-branch", is_flag=True, help="Create --revision if it does not exist.")
+@click.option("--commit-message", default=None, metavar="MSG", help="Commit message.")
+@click.option("--license", "license_", default="apache-2.0", show_default=True,
+              help="License id for the model card.")
+@click.option("--benchmark", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Benchmark JSON (benchmark.json, results.json) whose line for this method goes in the card.")
+@click.option("--dry-run", is_flag=True,
+              help="Build and keep the folder that would be uploaded, list it, and upload nothing.")
+@click.option("--staging-dir", type=click.Path(path_type=Path), default=None,
+              help="Where --dry-run builds the folder. [default: RUN/push-dry-run-merged or -adapter]")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the files a repo (or an earlier dry-run folder) already holds.")
+@handle_errors
+def push(run: Path, repo_id: str, merged: bool, adapter_only: bool, base_model_id: str | None,
+         private: bool, revision: str | None, create_branch: bool, commit_message: str | None,
+         license_: str, benchmark: Path | None, dry_run: bool, staging_dir: Path | None,
+         overwrite: bool) -> None:
+    """Push a run to the Hugging Face Hub with a generated model card, in one commit.
+
+    The token comes from HF_TOKEN or `hf auth login`.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .hub import push_run
+
+    if merged == adapter_only:
+        raise click.UsageError("pass exactly one of --merged and --adapter-only")
+    _quiet_libraries()
+    result = push_run(run, repo_id, "merged" if merged else "adapter", private=private, revision=revision,
+                      create_branch=create_branch, commit_message=commit_message, dry_run=dry_run,
+                      overwrite=overwrite, base_model_id=base_model_id, license=license_,
+                      benchmark=benchmark, staging_dir=staging_dir)
+    where = f"{result.repo_id}@{result.revision}" if result.revision else result.repo_id
+    if result.folder is not None:
+        click.echo(f"dry run: nothing uploaded; {len(result.files)} files for {where} in {result.folder}")
+    else:
+        click.echo(f"pushed {len(result.files)} files to {where}: {result.commit_url}")
+    if result.merge is not None:
+        click.echo(f"logit check: max |merged - (base + adapter)| = {result.merge.max_abs_diff:.2g} on "
+                   f"{result.merge.n_texts} texts; tolerance {result.merge.tolerance:g}")
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("file")
+    table.add_column("bytes", justify="right")
+    for f in result.files:
+        table.add_row(f.name, f"{f.size:,}")
+    table.add_row("[bold]total[/]", f"[bold]{sum(f.size for f in result.files):,}[/]")
+    Console().print(table)
+
+
 if __name__ == "__main__":
     main()

@@ -21,3 +21,7 @@ class ModelError(PeftSentimentError):
 
 class RunError(PeftSentimentError):
     """A run folder is missing, incomplete or would be overwritten."""
+
+
+class HubError(PeftSentimentError):
+    """A Hugging Face Hub request failed, or the repo is not in a state to push to."""

@@ -21,8 +21,11 @@ class Prediction:
 def load_pipeline(source: str | Path, max_length: int | None = None) -> Pipeline:
     """`pipeline("text-classification")` on a run, a model or adapter folder, or a Hub id."""
     loaded = load_model(source)
-    if max_length is None:
-        max_length = loaded.config.data.max_length if loaded.config is not None else 512
+    if max_length is None and loaded.config is not None:
+        max_length = loaded.config.data.max_length
+    elif max_length is None:
+        # A merged model's tokenizer records its training length; others have 512 or no limit.
+        max_length = min(loaded.tokenizer.model_max_length, 512)
     # Reviews run past 512 tokens: truncate, as in training.
     return pipeline("text-classification", model=loaded.model, tokenizer=loaded.tokenizer,
                     truncation=True, max_length=max_length)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import tempfile
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ def run_training(
 ) -> RunResult:
     """Train `cfg` and write a complete run folder at `output`; nothing is left there on failure."""
     output = Path(output) if output is not None else default_output(cfg.method)
+    cfg = _absolute_local_paths(cfg)
     check_output(output, overwrite)  # before any slow work
     splits = load_splits(cfg.data)
     built = build_base(cfg, splits.train["text"])
@@ -126,6 +128,18 @@ def run_training(
         write_log(result.log, tmp / LOG_FILE)
     return RunResult(output=output, metrics=metrics, train=result, trainable_params=trainable,
                      total_params=total, summary=summary)
+
+
+def _absolute_local_paths(cfg: RunConfig) -> RunConfig:
+    """Record local model and data folders as absolute paths, so the run reloads from anywhere."""
+    def absolute(value: str | None) -> str | None:
+        if value is None or value.startswith("builtin:") or not Path(value).expanduser().exists():
+            return value
+        return str(Path(value).expanduser().resolve())
+
+    model = dataclasses.replace(cfg.model, name=absolute(cfg.model.name), tokenizer=absolute(cfg.model.tokenizer))
+    data = dataclasses.replace(cfg.data, source=absolute(cfg.data.source))
+    return dataclasses.replace(cfg, model=model, data=data)
 
 
 def _save_model(built: BuiltModel, cfg: RunConfig, run_dir: Path) -> None:

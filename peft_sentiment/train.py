@@ -13,8 +13,8 @@ import torch
 from datasets import Dataset
 from transformers import (
     DataCollatorWithPadding,
-    PrinterCallback,
     PreTrainedTokenizerBase,
+    PrinterCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,

@@ -51,6 +51,9 @@ class RichProgress(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
         if self.progress is not None and logs and "loss" in logs:
             self.progress.update(self.task, loss=f"{logs['loss']:.4f}")
+            if not self.console.is_terminal:  # a log file gets a line per logging step instead of a bar
+                self.console.print(f"step {state.global_step}/{state.max_steps} epoch {state.epoch:.2f}"
+                                   f" loss {logs['loss']:.4f}")
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
         if metrics and self.progress is not None:
