@@ -60,6 +60,11 @@ class ModelConfig:
             raise ConfigError("model.name must not be empty")
         if self.architecture is not None and "model_type" not in self.architecture:
             raise ConfigError("model.architecture needs a model_type, e.g. distilbert")
+        if self.architecture is not None and Path(self.name).expanduser().exists():
+            raise ConfigError(
+                f"model.name {self.name!r} is a folder but model.architecture builds a new model: "
+                "pass --set model.architecture=null to load the folder"
+            )
         if self.tokenizer_vocab_size is not None and self.tokenizer_vocab_size < 100:
             raise ConfigError(
                 f"model.tokenizer_vocab_size must be at least 100, got {self.tokenizer_vocab_size}"

@@ -415,3 +415,20 @@ def test_network_is_blocked_and_hub_is_offline() -> None:
         socket.create_connection(("203.0.113.1", 443), timeout=1)  # TEST-NET-3, never routed
     assert huggingface_hub.constants.HF_HUB_OFFLINE
     assert os.environ["HF_HOME"] not in ("", str(Path.home() / ".cache" / "huggingface"))
+
+
+def test_ctrl_c_stops_cleanly_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during training: a message, exit 130, and no run folder or temporary folder left."""
+    import peft_sentiment.run as run_module
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "train", interrupted)
+    out = tmp_path / "runs" / "interrupted"
+    result = invoke(["train", "--recipe", "smoke", "-o", out])
+    assert result.exit_code == 130
+    assert "Interrupted" in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    assert not out.exists()
+    assert not (tmp_path / "runs").exists()

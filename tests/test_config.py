@@ -295,3 +295,9 @@ def test_shipped_smoke_data_is_what_make_reviews_generates(tmp_path: Path) -> No
     assert sum(r["label"] for r in rows) == 200  # balanced
     assert make_reviews(10, 3) == make_reviews(10, 3)
     assert make_reviews(10, 3) != make_reviews(10, 4)
+
+
+def test_model_folder_with_architecture_is_refused(tmp_path: Path) -> None:
+    """A recipe that builds a model from `architecture` must not silently ignore a --model folder."""
+    with pytest.raises(ConfigError, match="model.architecture=null"):
+        load_config("smoke", {"model.name": str(tmp_path)})
