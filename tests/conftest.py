@@ -43,6 +43,7 @@ os.environ["MKL_NUM_THREADS"] = _THREADS
 
 import pytest
 import torch
+import yaml
 
 torch.set_num_threads(int(_THREADS))
 
@@ -273,3 +274,17 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("shared-lora") / "smoke-lora"
     run_training(load_config("smoke", {"method": "lora"}), output=out)
     return out
+
+
+def copy_run(run: Path, dest: Path, **config_changes: Any) -> Path:
+    """A copy of `run` whose config.yaml has `section__key=value` changes applied."""
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("merged", "push-dry-run-*"))
+    cfg = yaml.safe_load((dest / "config.yaml").read_text())
+    for key, value in config_changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            cfg[section][field] = value
+        else:
+            cfg[section] = value
+    (dest / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return dest

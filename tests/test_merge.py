@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
-from conftest import assert_one_line_error, dot_entries, invoke
+from conftest import assert_one_line_error, copy_run, dot_entries, invoke
 from safetensors.torch import load_file
 
 from peft_sentiment.artifacts import load_model, load_run_config
@@ -40,21 +39,6 @@ def merged_dir(lora_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     out = tmp_path_factory.mktemp("merged") / "merged"
     merge_run(lora_run, output=out)
     return out
-
-
-def copy_run(run: Path, dest: Path, **config_changes: Any) -> Path:
-    """A copy of `run` whose config.yaml has `section__key=value` changes applied."""
-    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("merged", "push-dry-run-*"))
-    if config_changes:
-        cfg = yaml.safe_load((dest / "config.yaml").read_text())
-        for key, value in config_changes.items():
-            section, _, field = key.partition("__")
-            if field:
-                cfg[section][field] = value
-            else:
-                cfg[section] = value
-        (dest / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return dest
 
 
 def sample_texts(run: Path) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx2
 import pytest
 import yaml
-from conftest import assert_one_line_error, dot_entries, invoke
+from conftest import assert_one_line_error, copy_run, dot_entries, invoke
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
@@ -36,20 +36,6 @@ MERGED_FILES = {"README.md", "config.json", "merge_check.json", "model.safetenso
 # ---------------------------------------------------------------- runs
 
 
-
-
-def copy_run(run: Path, dest: Path, **config_changes: Any) -> Path:
-    """A copy of `run` whose config.yaml has `section__key=value` changes applied."""
-    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("merged", "push-dry-run-*"))
-    cfg = yaml.safe_load((dest / "config.yaml").read_text())
-    for key, value in config_changes.items():
-        section, _, field = key.partition("__")
-        if field:
-            cfg[section][field] = value
-        else:
-            cfg[section] = value
-    (dest / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return dest
 
 
 def hub_base_run(lora_run: Path, dest: Path, name: str = "acme/tiny-base") -> Path:
