@@ -1,7 +1,7 @@
 """Fine-tune encoders for binary sentiment with full fine-tuning or LoRA."""
 
 from .config import RunConfig, load_config
-from .errors import ConfigError, HubError, DataError, ModelError, PeftSentimentError, RunError
+from .errors import ConfigError, DataError, HubError, ModelError, PeftSentimentError, RunError
 from .merge import MergeResult, merge_run
 from .predict import Prediction, load_pipeline, predict
 from .run import EvalResult, RunResult, evaluate_run, run_training

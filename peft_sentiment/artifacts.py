@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
-from .config import RunConfig, build, read_recipe
+from .config import RunConfig, build, looks_like_path, read_recipe
 from .data import ID2LABEL, LABEL2ID
 from .errors import ModelError, RunError
 
@@ -144,7 +144,7 @@ def load_model(source: str | Path) -> LoadedModel:
         if (path / CONFIG_FILE).is_file():
             raise RunError(f"run {path} has no {MODEL_DIR}/ or {ADAPTER_DIR}/ folder: it did not finish")
         raise ModelError(f"{path} is neither a run, a model folder nor an adapter folder")
-    if str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
+    if looks_like_path(str(source)):
         raise ModelError(f"folder not found: {source}")
     if _hub_has_file(str(source), "adapter_config.json"):
         model, tok = _load_adapter(str(source), None)

@@ -132,6 +132,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def looks_like_path(source: str) -> bool:
+    """A source written as a path (./x, /x, ~/x, a/b/c) rather than a Hub id (name or owner/name)."""
+    return source.startswith((".", "/", "~")) or source.count("/") > 1
+
+
 # ---------------------------------------------------------------- loading
 
 

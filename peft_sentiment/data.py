@@ -13,7 +13,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from .config import DataConfig
+from .config import DataConfig, looks_like_path
 from .errors import DataError
 
 ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}
@@ -62,7 +62,7 @@ def _load_split(cfg: DataConfig, split: str) -> tuple[Dataset, str]:
         if _is_aclimdb(path):
             return _load_aclimdb(path, split), str(path / split)
         return _load_file_split(path, split)
-    if cfg.source.startswith((".", "/", "~")) or cfg.source.count("/") > 1:
+    if looks_like_path(cfg.source):
         raise DataError(f"data folder not found: {cfg.source}")
     return _load_hub_split(cfg.source, split), f"{cfg.source}[{split}]"
 

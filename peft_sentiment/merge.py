@@ -26,7 +26,7 @@ from .artifacts import (
     load_run_config,
     write_json,
 )
-from .config import RunConfig
+from .config import RunConfig, looks_like_path
 from .data import load_splits
 from .errors import ModelError, PeftSentimentError, RunError
 
@@ -189,6 +189,6 @@ def _base_name(cfg: RunConfig, run_dir: Path, public: bool = False) -> str:
     if cfg.model.builds_new_weights:
         where = "the run's base/ folder" if public else str(run_dir / "base")
         return f"{where} (random weights made by the run, model.name {name})"
-    if public and (Path(name).expanduser().exists() or name.startswith((".", "/", "~"))):
+    if public and (Path(name).expanduser().exists() or looks_like_path(name)):
         return f"a local folder named {Path(name).name}"
     return name

@@ -17,7 +17,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from .config import LoraConfig, ModelConfig, RunConfig
+from .config import LoraConfig, ModelConfig, RunConfig, looks_like_path
 from .data import ID2LABEL, LABEL2ID
 from .errors import ConfigError, ModelError
 
@@ -177,8 +177,7 @@ def apply_lora(base: PreTrainedModel, cfg: LoraConfig, head: tuple[str, ...]) ->
 
 
 def _check_local(source: str, what: str) -> None:
-    looks_local = source.startswith((".", "/", "~")) or source.count("/") > 1
-    if looks_local and not Path(source).expanduser().exists():
+    if looks_like_path(source) and not Path(source).expanduser().exists():
         raise ModelError(f"{what} folder not found: {source}")
     path = Path(source).expanduser()
     if path.is_dir() and what == "model" and not (path / "config.json").is_file():
