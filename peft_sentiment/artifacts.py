@@ -91,6 +91,34 @@ def write_json(data: Any, path: Path) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def check_new_file(path: Path) -> None:
+    """Refuse to replace an existing file, or to write where the folder is missing."""
+    if path.exists():
+        raise RunError(f"{path} already exists: choose another file name")
+    if not path.parent.is_dir():
+        raise RunError(f"folder {path.parent} does not exist")
+
+
+def write_json_atomic(data: Any, path: Path) -> None:
+    """Write JSON to a temporary sibling and rename it into place: never a half-written file."""
+    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
+    try:
+        tmp.write_text(json.dumps(data) + "\n")
+        tmp.replace(path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise RunError(f"cannot write {path}: {err.strerror}") from None
+
+
+def upload_files(run_dir: Path) -> tuple[str, list[Path]]:
+    """What a push of this run uploads besides the model card: the adapter folder of an adapter
+    run (push --adapter-only), the model folder of a full run."""
+    for kind, folder in (("adapter", run_dir / ADAPTER_DIR), ("model", run_dir / MODEL_DIR)):
+        if folder.is_dir():
+            return kind, sorted(p for p in folder.rglob("*") if p.is_file())
+    raise RunError(f"{run_dir} has no {MODEL_DIR}/ or {ADAPTER_DIR}/ folder: it did not finish")
+
+
 # ---------------------------------------------------------------- loading
 
 

@@ -49,6 +49,7 @@ TRAIN_OPTIONS: list[tuple[str, str, Any, str]] = [
 ]
 
 DATA_OPTIONS = [o for o in TRAIN_OPTIONS if o[1].startswith("data.")]
+BENCHMARK_OPTIONS = [o for o in TRAIN_OPTIONS if o[1] != "train.seed"]  # seeds come from --seeds
 
 
 def _param_name(flag: str) -> str:
@@ -70,6 +71,19 @@ def recipe_options(options: list[tuple[str, str, Any, str]]) -> Callable:
 def collect_overrides(options: list[tuple[str, str, Any, str]], values: dict[str, Any]) -> dict[str, Any]:
     return {key: values[_param_name(flag)] for flag, key, _, _ in options
             if values.get(_param_name(flag)) is not None}
+
+
+def option_overrides(options: list[tuple[str, str, Any, str]], values: dict[str, Any],
+                     sets: tuple[str, ...]) -> dict[str, Any]:
+    """Dotted recipe keys from the recipe options given, then from each --set KEY=VALUE."""
+    overrides = collect_overrides(options, values)
+    if isinstance(overrides.get("lora.target_modules"), str):
+        overrides["lora.target_modules"] = [m.strip() for m in overrides["lora.target_modules"].split(",")
+                                            if m.strip()]
+    for item in sets:
+        key, value = parse_override(item)
+        overrides[key] = value
+    return overrides
 
 
 def handle_errors(func: Callable) -> Callable:
@@ -98,11 +112,15 @@ def _quiet_libraries() -> None:
     logging.getLogger("peft").setLevel(logging.ERROR)
 
 
+_INVOCATION: list[str] = []
+
+
 class OneLineErrors(click.Group):
     """Usage errors as one `Error: ...` line on stderr (exit 2), like library errors (exit 1)."""
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
         extra.pop("standalone_mode", None)
+        _INVOCATION[:] = list(args) if args is not None else sys.argv[1:]  # recorded by benchmark
         try:
             code = super().main(args, prog_name, standalone_mode=False, **extra)
         except click.ClickException as err:
@@ -124,7 +142,7 @@ def main() -> None:
 @click.option("--method", type=click.Choice(METHODS), default=None,
               help="Training method; without --recipe its own recipe is used. [default: lora]")
 @click.option("--recipe", default=None, metavar="NAME|PATH",
-              help="Recipe name in recipes/ (full, lora, smoke) or a YAML path.")
+              help="Recipe name in recipes/ (full, lora, seed, smoke) or a YAML path.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Run folder to create. [default: runs/<method>-<timestamp>]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
@@ -145,13 +163,7 @@ def train(method: str | None, recipe: str | None, output: Path | None, overwrite
         overrides["method"] = method
     elif recipe is None:
         overrides["method"] = "lora"
-    overrides.update(collect_overrides(TRAIN_OPTIONS, options))
-    if isinstance(overrides.get("lora.target_modules"), str):
-        overrides["lora.target_modules"] = [m.strip() for m in overrides["lora.target_modules"].split(",")
-                                            if m.strip()]
-    for item in sets:
-        key, value = parse_override(item)
-        overrides[key] = value
+    overrides.update(option_overrides(TRAIN_OPTIONS, options, sets))
     cfg = load_config(recipe, overrides)
     _quiet_libraries()
 
@@ -178,14 +190,14 @@ def train(method: str | None, recipe: str | None, output: Path | None, overwrite
 @click.argument("source")
 @recipe_options(DATA_OPTIONS)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@click.option("--save-predictions", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Also write the metrics and every review's label and prediction to a new JSON file.")
 @handle_errors
-def evaluate(source: str, as_json: bool, **options: Any) -> None:
+def evaluate(source: str, as_json: bool, save_predictions: Path | None, **options: Any) -> None:
     """Re-evaluate a run (or model folder) on its own test subset or on --data."""
-    import dataclasses
-
     from rich.console import Console
 
-    from .artifacts import is_run, load_run_config
+    from .artifacts import check_new_file, is_run, load_run_config, write_json_atomic
     from .config import build, config_to_dict
     from .run import evaluate_run
     from .ui import metrics_table
@@ -199,11 +211,14 @@ def evaluate(source: str, as_json: bool, **options: Any) -> None:
         for key, value in overrides.items():
             fields[key.split(".", 1)[1]] = value
         data = build(DataConfig, fields, "data.")
+    if save_predictions is not None:
+        check_new_file(save_predictions)
     _quiet_libraries()
     result = evaluate_run(source, data)
+    if save_predictions is not None:
+        write_json_atomic(result.to_dict(per_review=True), save_predictions)
     if as_json:
-        click.echo(json.dumps({**dataclasses.asdict(result.metrics), "source": result.source,
-                               "eval_seconds": round(result.eval_seconds, 2)}))
+        click.echo(json.dumps(result.to_dict(per_review=False)))
         return
     Console().print(metrics_table(f"evaluate — {source}", result.metrics,
                                   {"eval seconds": f"{result.eval_seconds:.1f}"}))
@@ -320,6 +335,81 @@ def push(run: Path, repo_id: str, merged: bool, adapter_only: bool, base_model_i
         table.add_row(f.name, f"{f.size:,}")
     table.add_row("[bold]total[/]", f"[bold]{sum(f.size for f in result.files):,}[/]")
     Console().print(table)
+
+
+def _wide_console() -> Any:
+    """A terminal's own width; a file or pipe gets wide lines rather than wrapped table cells."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=180)
+
+
+def _int_list(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+@main.command()
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="Benchmark folder. [default: runs/benchmark-<timestamp>]")
+@click.option("--methods", default="full,lora", show_default=True, metavar="NAME,...",
+              help="Methods to compare: recipe names in recipes/ or recipe YAML paths.")
+@click.option("--seeds", default="42", show_default=True, metavar="N,...", help="Training seeds per method.")
+@recipe_options(BENCHMARK_OPTIONS)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe key for every method.")
+@click.option("--eval-test-size", "eval_sizes", type=click.IntRange(min=1), multiple=True, metavar="N",
+              help="Also evaluate every trained run on N test reviews (repeatable), e.g. 2000.")
+@click.option("--baseline", default="full", show_default=True,
+              help="Method every other one is compared with on the same reviews.")
+@click.option("--resamples", type=click.IntRange(min=100), default=2000, show_default=True,
+              help="Bootstrap resamples for the intervals.")
+@click.option("--resume", is_flag=True, help="Continue a benchmark folder: finished runs are kept.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing benchmark folder.")
+@click.option("--report", "report_from", type=click.Path(path_type=Path), default=None, metavar="DIR|FILE",
+              help="Re-render the tables and plot of a finished benchmark (its folder or results.json); runs nothing.")
+@handle_errors
+def benchmark(output: Path | None, methods: str, seeds: str, sets: tuple[str, ...], eval_sizes: tuple[int, ...],
+              baseline: str, resamples: int, resume: bool, overwrite: bool, report_from: Path | None,
+              **options: Any) -> None:
+    """Train every method with every seed, each in its own process, and compare them.
+
+    Writes results.json (every run, per-review predictions, environment), results.md and plot.png:
+    accuracy and F1 with bootstrap intervals, the paired difference to --baseline with McNemar's
+    test, peak memory, time, trainable parameters and upload size.
+    """
+    from datetime import datetime
+
+    from .benchmark import RESULTS_FILE, BenchmarkSpec, load_results, run_benchmark
+    from .report import rich_tables, write_report
+    from .ui import BenchmarkProgress
+
+    if report_from is not None:
+        results = load_results(report_from)
+        folder = report_from if report_from.is_dir() else report_from.parent
+        summary = write_report(results, folder)
+        for table in rich_tables(results, summary):
+            _wide_console().print(table)
+        click.echo(f"report: {folder / 'results.md'}, {folder / 'plot.png'}")
+        return
+    overrides = option_overrides(BENCHMARK_OPTIONS, options, sets)
+    spec = BenchmarkSpec(methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+                         seeds=_int_list(seeds, "--seeds"), overrides=overrides,
+                         eval_test_sizes=tuple(sorted(set(eval_sizes))), baseline=baseline,
+                         resamples=resamples)
+    output = output or Path("runs") / f"benchmark-{datetime.now():%Y%m%d-%H%M%S}"
+    _quiet_libraries()
+    outcome = run_benchmark(spec, output, resume=resume, overwrite=overwrite, reporter=BenchmarkProgress(),
+                            command=["peft-sentiment", *map(str, _INVOCATION)])
+    summary = write_report(outcome.results, output)
+    for table in rich_tables(outcome.results, summary):
+        _wide_console().print(table)
+    click.echo(f"results: {output / RESULTS_FILE}, {output / 'results.md'}, {output / 'plot.png'}")
+    if outcome.failed:
+        raise click.ClickException(f"{len(outcome.failed)} of {len(outcome.results['runs'])} runs did not "
+                                   f"finish: {', '.join(outcome.failed)} (errors in results.md and logs/)")
 
 
 if __name__ == "__main__":

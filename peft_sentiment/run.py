@@ -26,7 +26,7 @@ from .artifacts import (
     load_run_config,
     write_json,
 )
-from .config import DataConfig, RunConfig, save_config
+from .config import DataConfig, RunConfig, config_to_dict, save_config
 from .data import load_splits
 from .metrics import Metrics, binary_metrics
 from .modeling import BuiltModel, apply_method, build_base, count_parameters
@@ -51,6 +51,26 @@ class EvalResult:
     metrics: Metrics
     eval_seconds: float
     source: str
+    data: DataConfig  # what was evaluated on
+    labels: list[int]  # per test review, in the subset's order
+    preds: list[int]
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.metrics.n / self.eval_seconds if self.eval_seconds > 0 else 0.0
+
+    def to_dict(self, per_review: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            **self.metrics.to_dict(),
+            "source": self.source,
+            "data": config_to_dict(self.data),
+            "eval_seconds": round(self.eval_seconds, 3),
+            "eval_samples_per_second": round(self.samples_per_second, 3),
+        }
+        if per_review:
+            out["labels"] = self.labels
+            out["preds"] = self.preds
+        return out
 
 
 def versions() -> dict[str, str]:
@@ -72,7 +92,7 @@ def run_training(
 ) -> RunResult:
     """Train `cfg` and write a complete run folder at `output`; nothing is left there on failure."""
     output = Path(output) if output is not None else default_output(cfg.method)
-    cfg = _absolute_local_paths(cfg)
+    cfg = absolute_local_paths(cfg)
     check_output(output, overwrite)  # before any slow work
     splits = load_splits(cfg.data)
     built = build_base(cfg, splits.train["text"])
@@ -88,10 +108,10 @@ def run_training(
         train_set = tokenize(splits.train, built.tokenizer, cfg.data.max_length)
         test_set = tokenize(splits.test, built.tokenizer, cfg.data.max_length)
         with tempfile.TemporaryDirectory(prefix="peft-sentiment-") as work:
-            reset_peak_memory()
+            baseline = reset_peak_memory()
             result = train(built.model, built.tokenizer, train_set, test_set, cfg.train,
                            Path(work), callbacks)
-            memory = peak_memory()
+            memory = peak_memory(baseline)
             built.model.eval()
             preds = predict_dataset(built.model, built.tokenizer, test_set, cfg.train, Path(work))
         metrics = binary_metrics(preds.labels.tolist(), preds.preds.tolist())
@@ -116,6 +136,8 @@ def run_training(
             "eval_samples_per_second": round(len(test_set) / preds.seconds, 3),
             "peak_memory_mib": round(memory.peak_mib, 1),
             "peak_memory_kind": memory.kind,
+            "peak_memory_reserved_mib": _round(memory.reserved_mib),
+            "memory_baseline_mib": _round(memory.baseline_mib),
             "trainable_params": trainable,
             "total_params": total,
             "trainable_share": trainable / total,
@@ -130,7 +152,11 @@ def run_training(
                      total_params=total, summary=summary)
 
 
-def _absolute_local_paths(cfg: RunConfig) -> RunConfig:
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def absolute_local_paths(cfg: RunConfig) -> RunConfig:
     """Record local model and data folders as absolute paths, so the run reloads from anywhere."""
     def absolute(value: str | None) -> str | None:
         if value is None or value.startswith("builtin:") or not Path(value).expanduser().exists():
@@ -165,8 +191,9 @@ def evaluate_run(
     test_set = tokenize(splits.test, loaded.tokenizer, data.max_length)
     with tempfile.TemporaryDirectory(prefix="peft-sentiment-") as work:
         preds = predict_dataset(loaded.model, loaded.tokenizer, test_set, train_cfg, Path(work))
-    metrics = binary_metrics(preds.labels.tolist(), preds.preds.tolist())
-    return EvalResult(metrics=metrics, eval_seconds=preds.seconds, source=str(source))
+    labels, predicted = preds.labels.astype(int).tolist(), preds.preds.astype(int).tolist()
+    return EvalResult(metrics=binary_metrics(labels, predicted), eval_seconds=preds.seconds,
+                      source=str(source), data=data, labels=labels, preds=predicted)
 
 
 __all__ = ["RunResult", "EvalResult", "run_training", "evaluate_run", "load_run_config"]

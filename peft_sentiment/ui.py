@@ -87,3 +87,53 @@ def metrics_table(title: str, metrics: Metrics, extra: dict[str, Any] | None = N
 
 def format_params(trainable: int, total: int) -> str:
     return f"trainable params: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
+
+
+class BenchmarkProgress:
+    """Which benchmark run is going (with its training steps), and how long the finished ones took."""
+
+    def __init__(self, console: Console = err_console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.overall = None
+        self.current = None
+
+    def start(self, total: int) -> None:
+        self.progress.start()
+        self.overall = self.progress.add_task("[bold]runs[/]", total=total)
+
+    def stage(self, run: Any, stage: str, index: int) -> None:
+        if self.current is not None:
+            self.progress.remove_task(self.current)
+        self.current = self.progress.add_task(f"{run.name}: {stage}", total=None)
+        if not self.console.is_terminal:
+            self.console.print(f"{run.name}: {stage}")
+
+    def step(self, done: int, total: int) -> None:
+        if self.current is not None:
+            self.progress.update(self.current, completed=done, total=total)
+
+    def finished(self, record: dict[str, Any]) -> None:
+        if self.current is not None:
+            self.progress.remove_task(self.current)
+            self.current = None
+        times = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in record["process_seconds"].items())
+        if record["status"] != "ok":
+            self.progress.console.print(f"[red]failed[/] {record['name']} ({record.get('stage')}): "
+                                        f"{record['error']}", soft_wrap=True, markup=True, highlight=False)
+        elif times:
+            self.progress.console.print(f"[green]done[/] {record['name']}: {times}", soft_wrap=True)
+        else:
+            self.progress.console.print(f"[dim]done earlier[/] {record['name']}", soft_wrap=True)
+        if self.overall is not None:
+            self.progress.advance(self.overall)
+
+    def close(self) -> None:
+        self.progress.stop()

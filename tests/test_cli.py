@@ -93,7 +93,7 @@ def _unknown_option(t: Path):
 
 
 def _missing_recipe_name(t: Path):
-    return ["--recipe", "nope"], 1, ["unknown recipe 'nope'", "full, lora, smoke"]
+    return ["--recipe", "nope"], 1, ["unknown recipe 'nope'", "full, lora, seed, smoke"]
 
 
 def _missing_recipe_file(t: Path):

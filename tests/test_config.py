@@ -38,21 +38,21 @@ def write_recipe(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
 
 def test_shipped_recipes_are_the_repository_recipes() -> None:
     assert recipes_dir().resolve() == (REPO / "recipes").resolve()
-    assert available_recipes() == ["full", "lora", "smoke"]
+    assert available_recipes() == ["full", "lora", "seed", "smoke"]
 
 
-@pytest.mark.parametrize("name", ["full", "lora", "smoke"])
+@pytest.mark.parametrize("name", ["full", "lora", "seed", "smoke"])
 def test_every_shipped_recipe_loads_by_name_and_by_path(name: str) -> None:
     by_name = load_config(name)
     by_path = load_config(REPO / "recipes" / f"{name}.yaml")
     assert isinstance(by_name, RunConfig)
     assert by_name == by_path
     # The recipe file names its own method.
-    assert by_name.method == {"full": "full", "lora": "lora", "smoke": "lora"}[name]
+    assert by_name.method == {"full": "full", "lora": "lora", "seed": "full", "smoke": "lora"}[name]
 
 
-def test_full_recipe_is_the_seed_recipe() -> None:
-    cfg = load_config("full")
+def test_seed_recipe_is_the_blog_recipe_exactly() -> None:
+    cfg = load_config("seed")
     assert cfg.method == "full"
     assert cfg.model.name == "distilbert-base-uncased"
     assert cfg.model.random_init is False and cfg.model.architecture is None
@@ -70,6 +70,15 @@ def test_full_recipe_is_the_seed_recipe() -> None:
     assert t.seed == 42
     assert t.precision == "fp32"
     assert t.group_by_length is False
+
+
+def test_full_recipe_is_the_seed_recipe_with_fast_compute_only() -> None:
+    fast, seed = load_config("full"), load_config("seed")
+    assert fast.method == seed.method == "full"
+    assert fast.data == seed.data and fast.model == seed.model
+    assert fast.train.precision == "auto" and fast.train.group_by_length is True
+    same = dict(precision="auto", group_by_length=True, eval_batch_size=fast.train.eval_batch_size)
+    assert dataclasses.replace(seed.train, **same) == fast.train
 
 
 def test_lora_recipe_values() -> None:
@@ -238,7 +247,7 @@ def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
 def test_missing_recipes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown recipe 'nope'") as info:
         load_config("nope")
-    assert "full, lora, smoke" in str(info.value)
+    assert "full, lora, seed, smoke" in str(info.value)
     with pytest.raises(ConfigError, match="recipe not found"):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="recipe not found"):
@@ -263,7 +272,7 @@ def test_configs_are_frozen() -> None:
 # ---------------------------------------------------------------- saving
 
 
-@pytest.mark.parametrize("name", ["full", "lora", "smoke"])
+@pytest.mark.parametrize("name", ["full", "lora", "seed", "smoke"])
 def test_saved_config_reads_back_equal(tmp_path: Path, name: str) -> None:
     cfg = load_config(name, {"lora.target_modules": ["q_lin", "v_lin"], "train.lr": "3e-4"})
     path = tmp_path / "config.yaml"

@@ -1,0 +1,394 @@
+"""Benchmark: methods x seeds on one data protocol, each run in a fresh process, compared on the same reviews.
+
+A benchmark folder holds:
+  benchmark.json            the spec, for --resume
+  configs/<run>.yaml        the resolved config each run was trained with (a recipe in its own right)
+  runs/<run>/               ordinary run folders, written by `peft-sentiment train`
+  evals/<run>/test-<n>.json each run evaluated on n test reviews, with every review's prediction
+  logs/<run>.log            what each child process printed
+  results.json              every run's raw figures, per-review predictions and the environment
+  results.md, plot.png      the report (re-rendered from results.json by `benchmark --report`)
+
+Each training run and each evaluation is its own `python -m peft_sentiment ...` process: its peak
+memory is its own, a crash is recorded and the next run goes on, and the command is replayable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+from .artifacts import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    load_metrics,
+    load_run_config,
+    upload_files,
+    write_json,
+)
+from .config import RunConfig, config_to_dict, load_config, recipe_path, save_config
+from .errors import ConfigError, RunError
+
+SPEC_FILE = "benchmark.json"
+RESULTS_FILE = "results.json"
+SCHEMA = 1
+_STEP_LINE = re.compile(r"^step (\d+)/(\d+)")
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    methods: tuple[str, ...] = ("full", "lora")  # recipe names (one per method) or recipe paths
+    seeds: tuple[int, ...] = (42,)
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted recipe keys, applied to every method
+    eval_test_sizes: tuple[int, ...] = ()  # more evaluations of each trained run, on n test reviews
+    baseline: str = "full"  # what every other method is compared with, review by review
+    resamples: int = 2000  # bootstrap resamples
+
+    def __post_init__(self) -> None:
+        if not self.methods:
+            raise ConfigError("no methods to benchmark")
+        if not self.seeds:
+            raise ConfigError("no seeds to benchmark")
+        labels = [method_label(m) for m in self.methods]
+        for items, what in ((labels, "method"), (list(self.seeds), "seed")):
+            repeated = sorted({str(x) for x in items if items.count(x) > 1})
+            if repeated:
+                raise ConfigError(f"{what} given twice: {', '.join(repeated)}")
+        for n in self.eval_test_sizes:
+            if n <= 0:
+                raise ConfigError(f"evaluation test sizes must be positive, got {n}")
+        if self.resamples < 100:
+            raise ConfigError(f"resamples must be at least 100, got {self.resamples}")
+        if "train.seed" in self.overrides:
+            raise ConfigError("train.seed is set per run by --seeds, not by an override")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["methods"], out["seeds"] = list(self.methods), list(self.seeds)
+        out["eval_test_sizes"] = list(self.eval_test_sizes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BenchmarkSpec":
+        return cls(methods=tuple(data["methods"]), seeds=tuple(data["seeds"]),
+                   overrides=dict(data.get("overrides", {})),
+                   eval_test_sizes=tuple(data.get("eval_test_sizes", ())),
+                   baseline=data.get("baseline", "full"), resamples=int(data.get("resamples", 2000)))
+
+
+def method_label(method: str) -> str:
+    """How a method appears in tables: the recipe name, or a recipe file's stem."""
+    path = Path(method)
+    return path.stem if path.suffix in (".yaml", ".yml") else method
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    name: str  # <label>-seed<seed>: its folder name in runs/, evals/, logs/ and configs/
+    label: str
+    seed: int
+    config: RunConfig
+
+    @property
+    def test_sizes(self) -> tuple[int, ...]:
+        return (self.config.data.test_size,)
+
+
+def plan(spec: BenchmarkSpec) -> list[PlannedRun]:
+    """Every run's resolved config, validated before anything starts."""
+    from .run import absolute_local_paths
+
+    for method in spec.methods:
+        recipe_path(method)  # an unknown recipe fails here, once
+    runs = []
+    for seed in spec.seeds:  # seed by seed: a partial benchmark already holds complete comparisons
+        for method in spec.methods:
+            label = method_label(method)
+            cfg = load_config(method, {**spec.overrides, "train.seed": seed})
+            runs.append(PlannedRun(f"{label}-seed{seed}", label, seed, absolute_local_paths(cfg)))
+    return runs
+
+
+# ---------------------------------------------------------------- progress
+
+
+class Reporter(Protocol):
+    def start(self, total: int) -> None: ...
+    def stage(self, run: PlannedRun, stage: str, index: int) -> None: ...
+    def step(self, done: int, total: int) -> None: ...
+    def finished(self, record: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+class SilentReporter:
+    def start(self, total: int) -> None: ...
+    def stage(self, run: PlannedRun, stage: str, index: int) -> None: ...
+    def step(self, done: int, total: int) -> None: ...
+    def finished(self, record: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- running
+
+
+@dataclass
+class BenchmarkOutcome:
+    output: Path
+    results: dict[str, Any]
+    failed: list[str]
+
+
+def run_benchmark(
+    spec: BenchmarkSpec,
+    output: Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    reporter: Reporter | None = None,
+    command: Sequence[str] | None = None,
+    python: str = sys.executable,
+) -> BenchmarkOutcome:
+    """Run every planned run that has not finished, then collect results.json."""
+    reporter = reporter or SilentReporter()
+    runs = plan(spec)
+    output = Path(output)
+    _prepare_folder(output, spec, runs, resume, overwrite)
+    write_json(spec.to_dict(), output / SPEC_FILE)
+    records: dict[str, dict[str, Any]] = {}
+    reporter.start(len(runs))
+    try:
+        for index, run in enumerate(runs):
+            records[run.name] = _execute(run, spec, output, python, reporter, index)
+            reporter.finished(records[run.name])
+    finally:
+        reporter.close()
+    results = collect(output, spec, runs, records, command)
+    write_json(results, output / RESULTS_FILE)
+    failed = [r["name"] for r in results["runs"] if r["status"] != "ok"]
+    return BenchmarkOutcome(output, results, failed)
+
+
+def _prepare_folder(output: Path, spec: BenchmarkSpec, runs: list[PlannedRun], resume: bool,
+                    overwrite: bool) -> None:
+    if resume and overwrite:
+        raise ConfigError("pass --resume or --overwrite, not both")
+    if output.exists() and not output.is_dir():
+        raise RunError(f"output {output} exists and is not a folder")
+    if output.exists() and any(output.iterdir()):
+        is_benchmark = (output / SPEC_FILE).is_file()
+        if resume and not is_benchmark:
+            raise RunError(f"{output} is not a benchmark folder (no {SPEC_FILE}): nothing to resume")
+        if overwrite:
+            if not is_benchmark:
+                raise RunError(f"{output} is not a benchmark folder (no {SPEC_FILE}): refusing to replace it")
+            shutil.rmtree(output)
+        elif not resume:
+            raise RunError(f"output {output} already exists: pass --resume to continue it or --overwrite")
+        else:
+            _check_resumable(output, spec, runs)
+    try:
+        for sub in ("configs", "runs", "evals", "logs"):
+            (output / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"cannot create {output}: {err.strerror}") from None
+
+
+def _check_resumable(output: Path, spec: BenchmarkSpec, runs: list[PlannedRun]) -> None:
+    """Resuming may add methods, seeds or evaluations; a finished run must match its config exactly."""
+    try:
+        old = BenchmarkSpec.from_dict(json.loads((output / SPEC_FILE).read_text()))
+    except (ValueError, KeyError, TypeError) as err:
+        raise RunError(f"{output / SPEC_FILE} is unreadable: {err}") from None
+    if old.overrides != spec.overrides:
+        raise ConfigError(f"{output} was started with overrides {old.overrides}, not {spec.overrides}: "
+                          "resume with the same settings or use another folder")
+    for run in runs:
+        run_dir = output / "runs" / run.name
+        if (run_dir / CONFIG_FILE).is_file() and load_run_config(run_dir) != run.config:
+            raise ConfigError(f"run {run_dir} was trained with another config than "
+                              f"{run.label} now resolves to: resume with the same recipes or use "
+                              "another folder")
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / METRICS_FILE).is_file() and (run_dir / CONFIG_FILE).is_file()
+
+
+def _execute(run: PlannedRun, spec: BenchmarkSpec, output: Path, python: str, reporter: Reporter,
+             index: int) -> dict[str, Any]:
+    run_dir = output / "runs" / run.name
+    log = output / "logs" / f"{run.name}.log"
+    commands: list[list[str]] = []
+    record: dict[str, Any] = {"name": run.name, "label": run.label, "seed": run.seed,
+                              "method": run.config.method, "status": "ok", "error": None,
+                              "log": str(log.relative_to(output)), "process_seconds": {}}
+    if not _finished(run_dir):
+        recipe = output / "configs" / f"{run.name}.yaml"
+        save_config(run.config, recipe)
+        cmd = [python, "-m", "peft_sentiment", "train", "--recipe", str(recipe), "-o", str(run_dir)]
+        commands.append(cmd)
+        reporter.stage(run, "train", index)
+        error, seconds = _run_child(cmd, log, reporter)
+        record["process_seconds"]["train"] = round(seconds, 1)
+        if error is not None:
+            return {**record, "status": "failed", "stage": "train", "error": error, "commands": commands}
+    else:
+        record["resumed"] = True
+    sizes = sorted({run.config.data.test_size, *spec.eval_test_sizes})
+    for n in sizes:
+        target = output / "evals" / run.name / f"test-{n}.json"
+        if target.is_file():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [python, "-m", "peft_sentiment", "evaluate", str(run_dir), "--test-size", str(n),
+               "--save-predictions", str(target)]
+        commands.append(cmd)
+        reporter.stage(run, f"evaluate on {n}", index)
+        error, seconds = _run_child(cmd, log, reporter)
+        record["process_seconds"][f"evaluate-{n}"] = round(seconds, 1)
+        if error is not None:
+            return {**record, "status": "failed", "stage": f"evaluate on {n}", "error": error,
+                    "commands": commands}
+    return {**record, "commands": commands}
+
+
+def _run_child(cmd: list[str], log: Path, reporter: Reporter) -> tuple[str | None, float]:
+    """Run one child process, its output appended to `log`; the error line, or None on success."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    start = time.perf_counter()
+    last_lines: list[str] = []
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                errors="replace")
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.write(line)
+                stripped = line.strip()
+                if stripped:
+                    last_lines = (last_lines + [stripped])[-20:]
+                match = _STEP_LINE.match(stripped)
+                if match:
+                    reporter.step(int(match.group(1)), int(match.group(2)))
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.wait()  # the child got the same SIGINT and cleans up after itself
+            raise
+        out.write(f"[exit {code}]\n")
+    seconds = time.perf_counter() - start
+    if code == 0:
+        return None, seconds
+    errors = [line.removeprefix("Error:").strip() for line in last_lines if line.startswith("Error:")]
+    message = errors[-1] if errors else (last_lines[-1] if last_lines else "no output")
+    return f"exit {code}: {message}", seconds
+
+
+# ---------------------------------------------------------------- collecting
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    from .perf import cpu_model, device_name
+    from .run import versions
+
+    return {
+        "device": device_name(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+        "versions": {**versions(), **_optional_versions()},
+    }
+
+
+def _optional_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {}
+    for name in ("bitsandbytes", "scikit-learn", "matplotlib"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def collect(output: Path, spec: BenchmarkSpec, runs: list[PlannedRun],
+            records: dict[str, dict[str, Any]] | None = None,
+            command: Sequence[str] | None = None) -> dict[str, Any]:
+    """results.json: every planned run's figures and per-review predictions, and the environment."""
+    records = records or {}
+    test_sets: dict[str, list[int]] = {}
+    collected = []
+    for run in runs:
+        record = dict(records.get(run.name) or {"name": run.name, "label": run.label, "seed": run.seed,
+                                                "method": run.config.method, "status": "ok", "error": None})
+        record["config"] = config_to_dict(run.config)
+        if record["status"] == "ok":
+            record.update(_run_figures(output, run, spec, test_sets))
+        collected.append(record)
+    return {
+        "schema": SCHEMA,
+        "spec": spec.to_dict(),
+        "command": shlex.join(command) if command else None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(),
+        "test_sets": {n: {"labels": labels} for n, labels in sorted(test_sets.items(), key=lambda x: int(x[0]))},
+        "runs": collected,
+    }
+
+
+def _run_figures(output: Path, run: PlannedRun, spec: BenchmarkSpec,
+                 test_sets: dict[str, list[int]]) -> dict[str, Any]:
+    run_dir = output / "runs" / run.name
+    if not _finished(run_dir):
+        return {"status": "missing", "error": "not run yet (resume the benchmark)"}
+    metrics = load_metrics(run_dir)
+    kind, files = upload_files(run_dir)
+    figures: dict[str, Any] = {
+        "train": {k: v for k, v in metrics.items() if k not in ("confusion_matrix",)},
+        "upload_kind": kind,
+        "upload_bytes": sum(f.stat().st_size for f in files),
+        "evals": {},
+    }
+    for n in sorted({run.config.data.test_size, *spec.eval_test_sizes}):
+        path = output / "evals" / run.name / f"test-{n}.json"
+        if not path.is_file():
+            return {**figures, "status": "missing", "error": f"no evaluation on {n} test reviews"}
+        ev = json.loads(path.read_text())
+        labels = ev.pop("labels")
+        known = test_sets.setdefault(str(n), labels)
+        if known != labels:
+            raise RunError(f"{path}: its test labels differ from the other runs' on {n} reviews; "
+                           "the runs were not evaluated on the same reviews")
+        figures["evals"][str(n)] = ev
+    return figures
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """A results.json, or the results.json inside a benchmark folder."""
+    path = Path(path)
+    file = path / RESULTS_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise RunError(f"no {RESULTS_FILE} in {path}: run the benchmark first")
+    try:
+        data = json.loads(file.read_text())
+    except ValueError as err:
+        raise RunError(f"{file} is not valid JSON: {err}") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or "runs" not in data:
+        raise RunError(f"{file} is not a peft-sentiment benchmark results file")
+    return data

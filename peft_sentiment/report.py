@@ -1,0 +1,281 @@
+"""Benchmark report: per-method summaries from results.json, as a rich table, Markdown and a plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from .stats import bootstrap_indices, bootstrap_interval, mcnemar, mean_std, paired_difference
+
+MARKDOWN_FILE = "results.md"
+PLOT_FILE = "plot.png"
+BOOTSTRAP_SEED = 0  # resamples are drawn once per test set and shared by every method
+
+
+def summarize(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """For each evaluated test size, one row per method: seed spread, bootstrap intervals, cost, and
+    the paired comparison with the baseline method on the same reviews."""
+    spec = results["spec"]
+    baseline = spec.get("baseline", "full")
+    ok = [r for r in results["runs"] if r["status"] == "ok"]
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for n, test_set in results["test_sets"].items():
+        labels = np.asarray(test_set["labels"])
+        index = bootstrap_indices(len(labels), spec["resamples"], BOOTSTRAP_SEED)
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for run in ok:
+            if n in run["evals"]:
+                groups.setdefault(run["label"], []).append(run)
+        rows = []
+        for label, runs in groups.items():
+            row = _method_row(label, runs, n, labels, index)
+            if label != baseline and baseline in groups:
+                row["vs_baseline"] = _paired(runs, groups[baseline], baseline, n, labels, index)
+            rows.append(row)
+        tables[n] = rows
+    return tables
+
+
+def _preds(runs: list[dict[str, Any]], n: str) -> np.ndarray:
+    return np.asarray([r["evals"][n]["preds"] for r in runs])
+
+
+def _spread(values: list[float]) -> dict[str, float | None]:
+    mean, std = mean_std(values)
+    return {"mean": mean, "std": std}
+
+
+def _method_row(label: str, runs: list[dict[str, Any]], n: str, labels: np.ndarray,
+                index: np.ndarray) -> dict[str, Any]:
+    preds = _preds(runs, n)
+    row: dict[str, Any] = {"label": label, "method": runs[0]["method"], "seeds": [r["seed"] for r in runs],
+                           "n_test": int(len(labels))}
+    for metric in ("accuracy", "f1"):
+        interval = bootstrap_interval(metric, labels, preds, index)
+        row[metric] = {**_spread([r["evals"][n][metric] for r in runs]),
+                       "low": interval.low, "high": interval.high}
+    for metric in ("precision", "recall", "eval_samples_per_second"):
+        row[metric] = _spread([r["evals"][n][metric] for r in runs])
+    train = [r["train"] for r in runs]
+    for key in ("peak_memory_mib", "train_seconds", "train_samples_per_second"):
+        row[key] = _spread([t[key] for t in train])
+    row["peak_memory_kind"] = train[0].get("peak_memory_kind")
+    row["compute_dtype"] = sorted({t.get("compute_dtype") for t in train})
+    row["trainable_params"] = train[0]["trainable_params"]
+    row["total_params"] = train[0]["total_params"]
+    row["trainable_share"] = train[0]["trainable_share"]
+    row["upload_kind"] = runs[0]["upload_kind"]
+    row["upload_bytes"] = int(np.mean([r["upload_bytes"] for r in runs]))
+    return row
+
+
+def _paired(runs: list[dict[str, Any]], base_runs: list[dict[str, Any]], baseline: str, n: str,
+            labels: np.ndarray, index: np.ndarray) -> dict[str, Any]:
+    """Same seeds on both sides; the difference is (this method) - (baseline)."""
+    base_by_seed = {r["seed"]: r for r in base_runs}
+    pairs = [(r, base_by_seed[r["seed"]]) for r in runs if r["seed"] in base_by_seed]
+    if not pairs:
+        return {"baseline": baseline, "seeds": []}
+    a = _preds([p[0] for p in pairs], n)
+    b = _preds([p[1] for p in pairs], n)
+    out: dict[str, Any] = {"baseline": baseline, "seeds": [p[0]["seed"] for p in pairs]}
+    for metric in ("accuracy", "f1"):
+        diff = paired_difference(metric, labels, a, b, index)
+        out[f"{metric}_difference"] = {"value": diff.value, "low": diff.low, "high": diff.high}
+    out["mcnemar"] = [
+        {"seed": p[0]["seed"], **_mcnemar_dict(mcnemar(labels, a[i], b[i]))} for i, p in enumerate(pairs)
+    ]
+    return out
+
+
+def _mcnemar_dict(result: Any) -> dict[str, Any]:
+    return {"only_this_right": result.only_a, "only_baseline_right": result.only_b,
+            "statistic": result.statistic, "p_value": result.p_value}
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def fmt_interval(block: dict[str, Any], digits: int = 3) -> str:
+    return f"{block['mean']:.{digits}f} [{block['low']:.{digits}f}, {block['high']:.{digits}f}]"
+
+
+def fmt_spread(block: dict[str, Any], digits: int = 1) -> str:
+    if block["std"] is None:
+        return f"{block['mean']:.{digits}f}"
+    return f"{block['mean']:.{digits}f} ± {block['std']:.{digits}f}"
+
+
+def fmt_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"  # pragma: no cover
+
+
+def fmt_difference(row: dict[str, Any]) -> str:
+    paired = row.get("vs_baseline")
+    if not paired or not paired["seeds"]:
+        return "-"
+    d = paired["accuracy_difference"]
+    return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def fmt_mcnemar(row: dict[str, Any]) -> str:
+    paired = row.get("vs_baseline")
+    if not paired or not paired["seeds"]:
+        return "-"
+    return " / ".join(f"{m['p_value']:.2g}" for m in paired["mcnemar"])
+
+
+COLUMNS = ["method", "seeds", "accuracy [95% CI]", "acc sd", "F1 [95% CI]", "Δ acc vs {base} [95% CI]",
+           "McNemar p (per seed)", "peak memory MiB", "train s", "train samples/s", "eval samples/s",
+           "trainable", "upload"]
+
+
+def row_cells(row: dict[str, Any]) -> list[str]:
+    sd = row["accuracy"]["std"]
+    return [
+        row["label"],
+        str(len(row["seeds"])),
+        fmt_interval(row["accuracy"]),
+        "-" if sd is None else f"{sd:.3f}",
+        fmt_interval(row["f1"]),
+        fmt_difference(row),
+        fmt_mcnemar(row),
+        fmt_spread(row["peak_memory_mib"], 0),
+        fmt_spread(row["train_seconds"], 0),
+        fmt_spread(row["train_samples_per_second"], 2),
+        fmt_spread(row["eval_samples_per_second"], 1),
+        f"{row['trainable_params']:,} ({100 * row['trainable_share']:.2f}%)",
+        f"{fmt_bytes(row['upload_bytes'])} ({row['upload_kind']})",
+    ]
+
+
+def _headers(results: dict[str, Any]) -> list[str]:
+    base = results["spec"].get("baseline", "full")
+    return [c.format(base=base) for c in COLUMNS]
+
+
+TERMINAL_COLUMNS = {0: "method", 1: "seeds", 2: "accuracy [95% CI]", 4: "F1 [95% CI]", 5: "Δ acc [95% CI]",
+                    6: "McNemar p", 7: "peak MiB", 8: "train s", 11: "trainable", 12: "upload"}
+
+
+def rich_tables(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) -> list[Table]:
+    """The main columns; results.md has them all."""
+    tables = []
+    base = results["spec"].get("baseline", "full")
+    for n, rows in summary.items():
+        table = Table(title=f"{_setting(results)}: {n} test reviews", header_style="bold",
+                      caption=f"Δ acc and McNemar p (per seed): against {base} on the same reviews")
+        for i, header in TERMINAL_COLUMNS.items():
+            table.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
+        for row in rows:
+            cells = row_cells(row)
+            table.add_row(*(cells[i] for i in TERMINAL_COLUMNS))
+        tables.append(table)
+    return tables
+
+
+def _setting(results: dict[str, Any]) -> str:
+    runs = [r for r in results["runs"] if "config" in r]
+    if not runs:
+        return "benchmark"
+    cfg = runs[0]["config"]
+    name = cfg["model"]["name"]
+    model = Path(name).name if Path(name).is_absolute() else name  # a local folder: its name
+    random = " (random weights)" if cfg["model"].get("random_init") else ""
+    return f"{model}{random}, {cfg['data']['train_size']} train reviews"
+
+
+def markdown(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) -> str:
+    env = results["environment"]
+    lines = ["# Benchmark results", ""]
+    runs = [r for r in results["runs"] if "config" in r]
+    if runs:
+        cfg = runs[0]["config"]
+        lines += [f"- model: `{cfg['model']['name']}`" + (" (random weights)" if cfg["model"].get("random_init") else ""),
+                  f"- data: `{cfg['data']['source']}`, {cfg['data']['train_size']} train reviews, "
+                  f"max length {cfg['data']['max_length']}, subset shuffle seed {cfg['data']['shuffle_seed']}"]
+    spec = results["spec"]
+    lines += [f"- methods: {', '.join(spec['methods'])}; seeds: {', '.join(map(str, spec['seeds']))}",
+              f"- device: {env['device']}; torch threads: {env['torch_threads']}",
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+              f"- command: `{results['command']}`" if results.get("command") else "- command: (library call)",
+              f"- created: {results['created']}", ""]
+    lines += ["Accuracy and F1: mean over seeds, with a 95% percentile bootstrap interval over test reviews "
+              f"({spec['resamples']} resamples). Δ acc: this method minus {spec.get('baseline', 'full')} "
+              "on the same reviews and seeds, with a paired bootstrap interval; McNemar: exact two-sided "
+              "p-value, one per seed pair. Cost columns: mean ± sd over seeds. Peak memory: "
+              f"{_memory_kind(summary)}. Upload: what `push` uploads besides the model card.", ""]
+    headers = _headers(results)
+    for n, rows in summary.items():
+        lines += [f"## {n} test reviews", "", "| " + " | ".join(headers) + " |",
+                  "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+        lines += ["| " + " | ".join(row_cells(row)) + " |" for row in rows]
+        lines.append("")
+    lines += ["## Runs", "", "| run | status | accuracy | F1 | train s | peak memory MiB | dtype |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    first_n = next(iter(summary), None)
+    for r in results["runs"]:
+        if r["status"] == "ok":
+            ev = r["evals"].get(first_n, {}) if first_n else {}
+            t = r["train"]
+            lines.append(f"| {r['name']} | ok | {ev.get('accuracy', float('nan')):.4f} | "
+                         f"{ev.get('f1', float('nan')):.4f} | {t['train_seconds']:.0f} | "
+                         f"{t['peak_memory_mib']:.0f} | {t.get('compute_dtype')} |")
+        else:
+            lines.append(f"| {r['name']} | {r['status']}: {r.get('error') or ''} | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def _memory_kind(summary: dict[str, list[dict[str, Any]]]) -> str:
+    kinds = {row.get("peak_memory_kind") for rows in summary.values() for row in rows}
+    kinds.discard(None)
+    return "; ".join(sorted(kinds)) or "not measured"
+
+
+def plot(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Accuracy (with its interval) against peak memory; marker area grows with trainable parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(n, rows) for n, rows in summary.items() if rows]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+    largest = max(row["trainable_params"] for _, rows in panels for row in rows) or 1
+    for ax, (n, rows) in zip(axes[0], panels):
+        for row in rows:
+            x = row["peak_memory_mib"]["mean"]
+            acc = row["accuracy"]
+            size = 40 + 400 * (row["trainable_params"] / largest) ** 0.5
+            ax.errorbar(x, acc["mean"], yerr=[[acc["mean"] - acc["low"]], [acc["high"] - acc["mean"]]],
+                        fmt="none", ecolor="gray", capsize=4, zorder=1)
+            ax.scatter([x], [acc["mean"]], s=size, alpha=0.75, zorder=2, label=row["label"])
+            ax.annotate(f"{row['label']}\n{row['trainable_params']:,} trainable", (x, acc["mean"]),
+                        textcoords="offset points", xytext=(8, 6), fontsize=8)
+        ax.set_xlabel(f"peak memory (MiB, {'GPU' if 'cuda' in (_memory_kind(summary)) else 'process RSS'})")
+        ax.set_ylabel("accuracy (mean over seeds, 95% bootstrap CI)")
+        ax.set_title(f"{_setting(results)}\n{n} test reviews", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.25, y=0.15)
+    fig.tight_layout()
+    tmp = path.parent / f".{path.name}.partial.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(results: dict[str, Any], folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """results.md and plot.png in `folder`; returns the summary they show."""
+    summary = summarize(results)
+    (folder / MARKDOWN_FILE).write_text(markdown(results, summary))
+    plot(results, summary, folder / PLOT_FILE)
+    return summary

@@ -1,0 +1,116 @@
+"""Statistics for comparing runs on one test set: seed spread, bootstrap intervals, paired tests.
+
+Every function takes plain arrays: `labels` (n,) of 0/1, and predictions per seed (s, n) of 0/1,
+all on the same test reviews in the same order. Bootstrap resamples are rows of an index matrix
+(B, n) drawn once and shared by every method, so that paired differences use the same resamples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    value: float  # on the test set as it is
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class McNemar:
+    only_a: int  # reviews model A gets right and B gets wrong
+    only_b: int  # reviews B gets right and A gets wrong
+    statistic: float  # chi-square with continuity correction, (|b - c| - 1)^2 / (b + c)
+    p_value: float  # exact two-sided binomial test on the discordant reviews
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1); the deviation is None for one value."""
+    if not values:
+        raise ValueError("no values")
+    array = np.asarray(values, dtype=float)
+    std = float(array.std(ddof=1)) if len(array) > 1 else None
+    return float(array.mean()), std
+
+
+def bootstrap_indices(n: int, resamples: int, seed: int = 0) -> np.ndarray:
+    """(resamples, n) indices drawn with replacement."""
+    if n <= 0 or resamples <= 0:
+        raise ValueError("need at least one review and one resample")
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def accuracy_rows(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """Accuracy of each row of `preds` (..., n) against `labels` (..., n)."""
+    return (np.asarray(preds) == np.asarray(labels)).mean(axis=-1)
+
+
+def f1_rows(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """F1 of the positive class (1) for each row; 0 where a row has no positive label or prediction."""
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    tp = ((preds == 1) & (labels == 1)).sum(axis=-1)
+    fp = ((preds == 1) & (labels == 0)).sum(axis=-1)
+    fn = ((preds == 0) & (labels == 1)).sum(axis=-1)
+    denominator = 2 * tp + fp + fn
+    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+
+
+METRICS = {"accuracy": accuracy_rows, "f1": f1_rows}
+
+
+def _seed_mean(metric: str, labels: np.ndarray, preds_by_seed: np.ndarray, index: np.ndarray | None) -> np.ndarray:
+    """The metric averaged over seeds, on the test set (index None) or on each resample."""
+    labels = np.asarray(labels)
+    preds_by_seed = np.atleast_2d(np.asarray(preds_by_seed))
+    if index is None:
+        return METRICS[metric](labels[None, :], preds_by_seed).mean()
+    resampled_labels = labels[index]  # (B, n)
+    per_seed = [METRICS[metric](resampled_labels, p[index]) for p in preds_by_seed]  # s x (B,)
+    return np.mean(per_seed, axis=0)
+
+
+def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_interval(metric: str, labels: np.ndarray, preds_by_seed: np.ndarray, index: np.ndarray,
+                       level: float = LEVEL) -> Interval:
+    """Percentile bootstrap interval over test reviews for the seed-averaged metric."""
+    value = float(_seed_mean(metric, labels, preds_by_seed, None))
+    low, high = percentile_interval(_seed_mean(metric, labels, preds_by_seed, index), level)
+    return Interval(value, low, high)
+
+
+def paired_difference(metric: str, labels: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarray,
+                      index: np.ndarray, level: float = LEVEL) -> Interval:
+    """A minus B for the seed-averaged metric, with a paired bootstrap interval: both are scored on
+    the same resampled reviews, so the reviews' difficulty cancels out of the difference."""
+    value = float(_seed_mean(metric, labels, preds_a, None) - _seed_mean(metric, labels, preds_b, None))
+    samples = _seed_mean(metric, labels, preds_a, index) - _seed_mean(metric, labels, preds_b, index)
+    low, high = percentile_interval(samples, level)
+    return Interval(value, low, high)
+
+
+def mcnemar(labels: Sequence[int], preds_a: Sequence[int], preds_b: Sequence[int]) -> McNemar:
+    """McNemar's test of whether A and B have the same error rate on the same reviews."""
+    labels, preds_a, preds_b = map(np.asarray, (labels, preds_a, preds_b))
+    if not (labels.shape == preds_a.shape == preds_b.shape):
+        raise ValueError("labels and both prediction vectors must have the same length")
+    right_a, right_b = preds_a == labels, preds_b == labels
+    b = int((right_a & ~right_b).sum())
+    c = int((~right_a & right_b).sum())
+    n = b + c
+    if n == 0:
+        return McNemar(b, c, 0.0, 1.0)
+    statistic = (abs(b - c) - 1) ** 2 / n if abs(b - c) >= 1 else 0.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
+    return McNemar(b, c, float(statistic), float(min(1.0, 2 * tail)))

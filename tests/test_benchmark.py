@@ -1,0 +1,238 @@
+"""The benchmark: aggregation by hand, and a smoke benchmark end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO, assert_one_line_error, dot_entries, invoke
+
+from peft_sentiment.report import summarize
+
+# ---------------------------------------------------------------- aggregation on fixed inputs
+
+
+def _run(label: str, seed: int, preds: list[int], labels: list[int], memory: float) -> dict[str, Any]:
+    acc = float(np.mean(np.array(preds) == np.array(labels)))
+    return {
+        "name": f"{label}-seed{seed}", "label": label, "method": label, "seed": seed, "status": "ok",
+        "upload_kind": "model", "upload_bytes": 1000,
+        "train": {"peak_memory_mib": memory, "train_seconds": 10.0 * seed, "train_samples_per_second": 2.0,
+                  "trainable_params": 10, "total_params": 100, "trainable_share": 0.1,
+                  "peak_memory_kind": "test", "compute_dtype": "fp32"},
+        "evals": {"6": {"accuracy": acc, "f1": 0.5, "precision": 0.5, "recall": 0.5,
+                        "eval_samples_per_second": 100.0, "preds": preds}},
+    }
+
+
+def _results() -> dict[str, Any]:
+    labels = [1, 1, 1, 0, 0, 0]
+    return {
+        "spec": {"methods": ["full", "lora"], "seeds": [1, 2], "baseline": "full", "resamples": 300},
+        "test_sets": {"6": {"labels": labels}},
+        "runs": [
+            _run("full", 1, [1, 1, 1, 0, 0, 0], labels, 100.0),  # 6/6
+            _run("full", 2, [1, 1, 0, 0, 0, 0], labels, 102.0),  # 5/6
+            _run("lora", 1, [1, 0, 0, 0, 0, 1], labels, 50.0),  # 3/6
+            _run("lora", 2, [1, 1, 0, 0, 0, 1], labels, 52.0),  # 4/6
+            {"name": "lora-seed3", "label": "lora", "method": "lora", "seed": 3, "status": "failed",
+             "error": "boom"},
+        ],
+    }
+
+
+def test_summary_by_hand() -> None:
+    rows = {row["label"]: row for row in summarize(_results())["6"]}
+    full, lora = rows["full"], rows["lora"]
+    assert full["seeds"] == [1, 2] and lora["seeds"] == [1, 2]  # the failed run is left out
+    assert full["accuracy"]["mean"] == pytest.approx((1 + 5 / 6) / 2)
+    assert full["accuracy"]["std"] == pytest.approx(np.std([1, 5 / 6], ddof=1))
+    assert lora["accuracy"]["mean"] == pytest.approx((3 / 6 + 4 / 6) / 2)
+    assert full["peak_memory_mib"] == {"mean": 101.0, "std": pytest.approx(np.sqrt(2))}
+    assert full["train_seconds"]["mean"] == 15.0
+    for row in (full, lora):
+        assert row["accuracy"]["low"] <= row["accuracy"]["mean"] <= row["accuracy"]["high"]
+    assert "vs_baseline" not in full
+    paired = lora["vs_baseline"]
+    assert paired["seeds"] == [1, 2]
+    diff = paired["accuracy_difference"]
+    assert diff["value"] == pytest.approx(lora["accuracy"]["mean"] - full["accuracy"]["mean"])
+    assert diff["low"] <= diff["value"] <= diff["high"]
+    # Seed 1: full right everywhere, lora wrong on reviews 1, 2, 5 -> only the baseline right on 3.
+    # Seed 2: full wrong on 2; lora wrong on 2 and 5 -> only the baseline right on 1.
+    m1, m2 = paired["mcnemar"]
+    assert (m1["seed"], m1["only_this_right"], m1["only_baseline_right"]) == (1, 0, 3)
+    assert m1["p_value"] == pytest.approx(2 / 8)
+    assert (m2["seed"], m2["only_this_right"], m2["only_baseline_right"]) == (2, 0, 1)
+    assert m2["p_value"] == 1.0
+
+
+def test_summary_pairs_only_matching_seeds() -> None:
+    results = _results()
+    results["runs"] = [r for r in results["runs"] if r["name"] != "full-seed2"]
+    lora = {row["label"]: row for row in summarize(results)["6"]}["lora"]
+    assert lora["vs_baseline"]["seeds"] == [1]
+    assert len(lora["vs_baseline"]["mcnemar"]) == 1
+
+
+# ---------------------------------------------------------------- the smoke benchmark through the CLI
+
+
+def _recipe(folder: Path, name: str, **changes: Any) -> Path:
+    data = yaml.safe_load((REPO / "recipes" / "smoke.yaml").read_text())
+    for key, value in changes.items():
+        section, _, field = key.partition(".")
+        if field:
+            data.setdefault(section, {})[field] = value
+        else:
+            data[section] = value
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Three methods x two seeds; one method's data folder does not exist, so both its runs fail."""
+    folder = tmp_path_factory.mktemp("bench")
+    full = _recipe(folder, "smoke_full", method="full")
+    broken = _recipe(folder, "broken", **{"data.source": str(folder / "no-such-data")})
+    out = folder / "out"
+    args = ["benchmark", "-o", out, "--methods", f"{broken},{full},smoke", "--seeds", "1,2",
+            "--baseline", "smoke_full", "--eval-test-size", "50", "--resamples", "200"]
+    result = invoke(args)
+    return {"out": out, "result": result, "args": args, "folder": folder}
+
+
+def test_benchmark_runs_everything_and_records_the_failures(bench: dict[str, Any]) -> None:
+    out, result = bench["out"], bench["result"]
+    # The broken runs fail first (seed by seed, broken is listed first) and the others still run.
+    assert result.exit_code == 1, result.output
+    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("Error: 2 of 6 runs did not finish: broken-seed1, broken-seed2")
+    results = json.loads((out / "results.json").read_text())
+    status = {r["name"]: r["status"] for r in results["runs"]}
+    assert status == {"broken-seed1": "failed", "smoke_full-seed1": "ok", "smoke-seed1": "ok",
+                      "broken-seed2": "failed", "smoke_full-seed2": "ok", "smoke-seed2": "ok"}
+    failed = next(r for r in results["runs"] if r["name"] == "broken-seed1")
+    assert failed["stage"] == "train" and "no-such-data" in failed["error"]
+    assert not (out / "runs" / "broken-seed1").exists()  # nothing half-written
+    assert dot_entries(out) == []
+
+
+def test_benchmark_writes_every_output(bench: dict[str, Any]) -> None:
+    out = bench["out"]
+    results = json.loads((out / "results.json").read_text())
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "results.md").read_text()
+    assert "## 100 test reviews" in md and "## 50 test reviews" in md
+    assert "broken-seed1 | failed" in md
+    assert set(results["test_sets"]) == {"50", "100"}
+    env = results["environment"]
+    assert env["versions"]["torch"] and env["device"] and env["torch_threads"] >= 1
+    assert results["command"].startswith("peft-sentiment benchmark -o ")
+    for name in ("smoke_full-seed1", "smoke-seed2"):
+        assert (out / "configs" / f"{name}.yaml").is_file()
+        assert (out / "logs" / f"{name}.log").read_text().startswith("$ ")
+    for run in (r for r in results["runs"] if r["status"] == "ok"):
+        train = run["train"]
+        for key in ("accuracy", "f1", "precision", "recall", "train_seconds", "train_samples_per_second",
+                    "eval_samples_per_second", "peak_memory_mib", "trainable_params", "trainable_share"):
+            assert key in train, key
+        assert train["seed"] == run["seed"]
+        assert run["upload_kind"] == ("model" if run["label"] == "smoke_full" else "adapter")
+        folder = out / "runs" / run["name"] / run["upload_kind"]
+        assert run["upload_bytes"] == sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_each_evaluation_matches_its_run(bench: dict[str, Any]) -> None:
+    out = bench["out"]
+    results = json.loads((out / "results.json").read_text())
+    labels100 = results["test_sets"]["100"]["labels"]
+    assert results["test_sets"]["50"]["labels"] == labels100[:50]  # the subset is a prefix
+    for run in (r for r in results["runs"] if r["status"] == "ok"):
+        ev100, ev50 = run["evals"]["100"], run["evals"]["50"]
+        assert ev100["accuracy"] == pytest.approx(run["train"]["accuracy"])  # the run's own test set
+        assert ev50["preds"] == ev100["preds"][:50]
+        acc = np.mean(np.array(ev100["preds"]) == np.array(labels100))
+        assert ev100["accuracy"] == pytest.approx(acc)
+
+
+def test_summary_shows_the_paired_comparison(bench: dict[str, Any]) -> None:
+    results = json.loads((bench["out"] / "results.json").read_text())
+    rows = {row["label"]: row for row in summarize(results)["100"]}
+    assert set(rows) == {"smoke_full", "smoke"}
+    assert rows["smoke"]["vs_baseline"]["seeds"] == [1, 2]
+    assert len(rows["smoke"]["vs_baseline"]["mcnemar"]) == 2
+    assert rows["smoke_full"]["upload_bytes"] > rows["smoke"]["upload_bytes"]
+    assert rows["smoke"]["trainable_share"] < 1.0 == rows["smoke_full"]["trainable_share"]
+
+
+def test_report_rerenders_from_results_alone(bench: dict[str, Any], tmp_path: Path) -> None:
+    shutil.copy(bench["out"] / "results.json", tmp_path / "results.json")
+    result = invoke(["benchmark", "--report", tmp_path])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "results.md").read_text() == (bench["out"] / "results.md").read_text()
+    assert (tmp_path / "plot.png").is_file()
+    assert "smoke_full" in result.stdout
+
+
+def test_resume_runs_nothing_that_finished(bench: dict[str, Any]) -> None:
+    out = bench["out"]
+    logs = {p.name: p.stat().st_size for p in (out / "logs").iterdir()}
+    result = invoke(["benchmark", "-o", out, "--methods", f"{bench['folder'] / 'smoke_full.yaml'},smoke",
+                     "--seeds", "1,2", "--baseline", "smoke_full", "--eval-test-size", "50", "--resamples",
+                     "200", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.stat().st_size for p in (out / "logs").iterdir()} == logs  # no process started
+    results = json.loads((out / "results.json").read_text())
+    assert [r["status"] for r in results["runs"]] == ["ok"] * 4
+
+
+def test_resume_refuses_other_settings(bench: dict[str, Any]) -> None:
+    result = invoke(["benchmark", "-o", bench["out"], "--methods", "smoke", "--seeds", "1",
+                     "--epochs", "1", "--resume"])
+    assert_one_line_error(result, 1, "resume with the same settings")
+
+
+def test_existing_folder_needs_resume_or_overwrite(bench: dict[str, Any]) -> None:
+    result = invoke(["benchmark", "-o", bench["out"], "--methods", "smoke", "--seeds", "1"])
+    assert_one_line_error(result, 1, "already exists", "--resume")
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_benchmark(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    result = invoke(["benchmark", "-o", tmp_path, "--methods", "smoke", "--overwrite"])
+    assert_one_line_error(result, 1, "not a benchmark folder")
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(("args", "code", "fragments"), [
+    (["--methods", "smoke", "--seeds", "1,x"], 2, ["--seeds", "'1,x'"]),
+    (["--methods", "nope"], 1, ["unknown recipe 'nope'"]),
+    (["--methods", "smoke,smoke"], 1, ["method given twice: smoke"]),
+    (["--methods", "smoke", "--seeds", "3,3"], 1, ["seed given twice: 3"]),
+    (["--methods", "smoke", "--resamples", "10"], 2, ["--resamples"]),
+    (["--methods", "smoke", "--set", "train.seed=3"], 1, ["--seeds"]),
+    (["--methods", "smoke", "--set", "train.nope=3"], 1, ["unknown key", "nope"]),
+    (["--methods", "smoke", "--eval-test-size", "0"], 2, ["--eval-test-size"]),
+    (["--methods", "smoke", "--resume", "--overwrite"], 1, ["--resume or --overwrite"]),
+])
+def test_bad_benchmark_options(tmp_path: Path, args: list[str], code: int, fragments: list[str]) -> None:
+    out = tmp_path / "out"
+    result = invoke(["benchmark", "-o", out, *args])
+    assert_one_line_error(result, code, *fragments)
+    assert not out.exists()
+
+
+def test_report_of_a_folder_without_results(tmp_path: Path) -> None:
+    result = invoke(["benchmark", "--report", tmp_path])
+    assert_one_line_error(result, 1, "no results.json")
+    bad = tmp_path / "results.json"
+    bad.write_text("{not json")
+    assert_one_line_error(invoke(["benchmark", "--report", bad]), 1, "not valid JSON")

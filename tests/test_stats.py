@@ -1,0 +1,136 @@
+"""Statistics against values worked out by hand on small fixed inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from peft_sentiment.stats import (
+    accuracy_rows,
+    bootstrap_indices,
+    bootstrap_interval,
+    f1_rows,
+    mcnemar,
+    mean_std,
+    paired_difference,
+    percentile_interval,
+)
+
+
+def test_mean_and_sample_standard_deviation() -> None:
+    mean, std = mean_std([0.8, 0.9, 1.0])
+    assert mean == pytest.approx(0.9)
+    assert std == pytest.approx(0.1)  # sqrt((0.01 + 0 + 0.01) / 2)
+    assert mean_std([0.7]) == (0.7, None)
+    with pytest.raises(ValueError):
+        mean_std([])
+
+
+def test_accuracy_and_f1_by_hand() -> None:
+    labels = np.array([1, 1, 0, 0, 1])
+    preds = np.array([1, 0, 0, 1, 1])  # tp 2, fp 1, fn 1, tn 1
+    assert accuracy_rows(labels, preds) == pytest.approx(3 / 5)
+    assert f1_rows(labels, preds) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    # No positive label and no positive prediction: F1 is defined as 0, not a division error.
+    assert f1_rows(np.array([0, 0]), np.array([0, 0])) == 0.0
+
+
+def test_percentile_interval_is_numpy_linear_interpolation() -> None:
+    # Sorted samples 0, 0.75, 0.75, 1: the 2.5th percentile sits 0.075 of the way from 0 to 0.75,
+    # the 97.5th 0.925 of the way from 0.75 to 1.
+    low, high = percentile_interval(np.array([0.75, 0.0, 1.0, 0.75]))
+    assert low == pytest.approx(0.075 * 0.75)
+    assert high == pytest.approx(0.75 + 0.925 * 0.25)
+
+
+# Four reviews; one model right on reviews 0, 1 and 3.
+LABELS = np.array([1, 0, 1, 0])
+PREDS = np.array([1, 0, 0, 0])
+INDEX = np.array([
+    [0, 1, 2, 3],  # accuracy 3/4
+    [2, 2, 2, 2],  # 0
+    [0, 0, 1, 1],  # 1
+    [0, 2, 1, 3],  # 3/4
+])
+
+
+def test_bootstrap_interval_on_a_fixed_index_matrix() -> None:
+    interval = bootstrap_interval("accuracy", LABELS, PREDS[None, :], INDEX)
+    assert interval.value == pytest.approx(0.75)
+    assert interval.low == pytest.approx(0.075 * 0.75)
+    assert interval.high == pytest.approx(0.75 + 0.925 * 0.25)
+
+
+def test_bootstrap_interval_averages_seeds_on_each_resample() -> None:
+    other = np.array([1, 1, 1, 0])  # right on 0, 2, 3: accuracy 3/4
+    interval = bootstrap_interval("accuracy", LABELS, np.stack([PREDS, other]), INDEX)
+    # Per resample, seed mean: row 0 (3/4+3/4)/2, row 1 (0+1)/2, row 2 (1+1/2)/2, row 3 (3/4+3/4)/2
+    samples = np.array([0.75, 0.5, 0.75, 0.75])
+    assert interval.value == pytest.approx(0.75)
+    expected = np.percentile(samples, [2.5, 97.5])
+    assert (interval.low, interval.high) == pytest.approx(tuple(expected))
+    assert interval.low == pytest.approx(0.5 + 0.075 * 0.25)  # sorted 0.5, 0.75, 0.75, 0.75
+
+
+def test_bootstrap_f1_interval_by_hand() -> None:
+    # Resample 0: tp 1 fp 0 fn 1 -> 2/3. Resample 1: only review 2 (label 1, pred 0): tp 0 fn 4 -> 0.
+    # Resample 2: reviews 0,0,1,1: tp 2, fp 0, fn 0 -> 1. Resample 3: same reviews as 0 -> 2/3.
+    interval = bootstrap_interval("f1", LABELS, PREDS[None, :], INDEX)
+    assert interval.value == pytest.approx(2 / 3)
+    expected = np.percentile([2 / 3, 0.0, 1.0, 2 / 3], [2.5, 97.5])
+    assert (interval.low, interval.high) == pytest.approx(tuple(expected))
+
+
+def test_paired_difference_uses_the_same_resamples_for_both() -> None:
+    a = PREDS  # right on 0, 1, 3
+    b = np.array([0, 0, 1, 0])  # right on 1, 2, 3
+    diff = paired_difference("accuracy", LABELS, a[None, :], b[None, :], INDEX)
+    assert diff.value == pytest.approx(0.0)
+    # Per resample a - b: row 0: 0; row 1 (review 2 x4): 0 - 1 = -1; row 2 (0,0,1,1): 1 - 1/2 = 1/2;
+    # row 3: 0.
+    expected = np.percentile([0.0, -1.0, 0.5, 0.0], [2.5, 97.5])
+    assert (diff.low, diff.high) == pytest.approx(tuple(expected))
+
+
+def test_identical_models_have_a_zero_width_paired_interval() -> None:
+    index = bootstrap_indices(4, 500, seed=1)
+    diff = paired_difference("accuracy", LABELS, PREDS[None, :], PREDS[None, :], index)
+    assert (diff.value, diff.low, diff.high) == (0.0, 0.0, 0.0)
+
+
+def test_bootstrap_indices_are_reproducible_and_in_range() -> None:
+    a, b = bootstrap_indices(10, 50, seed=3), bootstrap_indices(10, 50, seed=3)
+    assert a.shape == (50, 10) and (a == b).all()
+    assert a.min() >= 0 and a.max() <= 9
+    assert not (a == bootstrap_indices(10, 50, seed=4)).all()
+    with pytest.raises(ValueError):
+        bootstrap_indices(0, 10)
+
+
+def test_mcnemar_exact_p_value_by_hand() -> None:
+    # A right and B wrong on 1 review, B right and A wrong on 5, both right on 2.
+    labels = [1] * 8
+    a = [1, 0, 0, 0, 0, 0, 1, 1]
+    b = [0, 1, 1, 1, 1, 1, 1, 1]
+    result = mcnemar(labels, a, b)
+    assert (result.only_a, result.only_b) == (1, 5)
+    # Two-sided binomial(6, 1/2) tail at 1: 2 * (C(6,0) + C(6,1)) / 2^6 = 14 / 64.
+    assert result.p_value == pytest.approx(14 / 64)
+    assert result.statistic == pytest.approx((abs(1 - 5) - 1) ** 2 / 6)
+    swapped = mcnemar(labels, b, a)
+    assert (swapped.only_a, swapped.only_b, swapped.p_value) == (5, 1, result.p_value)
+
+
+def test_mcnemar_edge_cases() -> None:
+    same = mcnemar([1, 0, 1], [1, 0, 0], [1, 0, 0])
+    assert (same.only_a, same.only_b, same.statistic, same.p_value) == (0, 0, 0.0, 1.0)
+    balanced = mcnemar([1, 1], [1, 0], [0, 1])
+    assert balanced.p_value == 1.0  # 2 * (1 + 2) / 4 capped at 1
+    lopsided = mcnemar([1] * 10, [1] * 10, [0] * 10)
+    assert lopsided.p_value == pytest.approx(2 / 2**10)
+    assert lopsided.statistic == pytest.approx(81 / 10)
+    assert math.isclose(mcnemar([0], [0], [1]).p_value, 1.0)
+    with pytest.raises(ValueError):
+        mcnemar([1, 0], [1], [0, 1])
