@@ -267,7 +267,7 @@ def _run_child(cmd: list[str], log: Path, reporter: Reporter) -> tuple[str | Non
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
     last_lines: list[str] = []
-    with log.open("a") as out:
+    with log.open("a", buffering=1) as out:  # line-buffered: the log can be followed live
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
