@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
-from .config import RunConfig, build, looks_like_path, read_recipe
+from .config import QuantConfig, RunConfig, build, expand_path, looks_like_path, path_exists, read_recipe
 from .data import ID2LABEL, LABEL2ID
 from .errors import ModelError, RunError
 
@@ -150,21 +150,22 @@ def load_metrics(run_dir: Path) -> dict[str, Any]:
 
 def load_model(source: str | Path) -> LoadedModel:
     """A run folder, a model folder, an adapter folder or a Hub id -> model in eval mode."""
-    path = Path(source).expanduser()
-    if path.is_dir():
+    path = expand_path(str(source))
+    if path_exists(str(source), folder=True):
         if is_run(path):
             cfg = load_run_config(path)
             if (path / MODEL_DIR).is_dir():
                 model, tok = _load_full(path / MODEL_DIR)
             else:
                 base = path / BASE_DIR if (path / BASE_DIR).is_dir() else None
-                model, tok = _load_adapter(path / ADAPTER_DIR, base)
+                quant = cfg.quant if cfg.method == "qlora" else None  # the base as it was trained: 4-bit
+                model, tok = load_adapter(path / ADAPTER_DIR, base, quant)
             return LoadedModel(model.eval(), tok, "run", cfg, str(path))
         if (path / "adapter_config.json").is_file():
             # The adapter/ folder of a run whose base was built by the run: that base is its sibling.
             sibling = path.parent / BASE_DIR
             base = sibling if path.name == ADAPTER_DIR and sibling.is_dir() else None
-            model, tok = _load_adapter(path, base)
+            model, tok = load_adapter(path, base)
             return LoadedModel(model.eval(), tok, "adapter", None, str(path))
         if (path / "config.json").is_file():
             model, tok = _load_full(path)
@@ -175,7 +176,7 @@ def load_model(source: str | Path) -> LoadedModel:
     if looks_like_path(str(source)):
         raise ModelError(f"folder not found: {source}")
     if _hub_has_file(str(source), "adapter_config.json"):
-        model, tok = _load_adapter(str(source), None)
+        model, tok = load_adapter(str(source), None)
         return LoadedModel(model.eval(), tok, "adapter", None, str(source))
     model, tok = _load_full(str(source))
     return LoadedModel(model.eval(), tok, "hub", None, str(source))
@@ -201,8 +202,10 @@ def _load_full(source: str | Path) -> tuple[torch.nn.Module, PreTrainedTokenizer
     return model, tok
 
 
-def _load_adapter(adapter_dir: Path | str, base_dir: Path | None) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
-    """An adapter folder or Hub id on its base; `base_dir` replaces the base recorded in the adapter."""
+def load_adapter(adapter_dir: Path | str, base_dir: Path | None,
+                  quant: QuantConfig | None = None) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """An adapter folder or Hub id on its base; `base_dir` replaces the base recorded in the adapter;
+    `quant` loads the base in 4 bits (a QLoRA run)."""
     from peft import PeftConfig, PeftModel
 
     try:
@@ -210,11 +213,18 @@ def _load_adapter(adapter_dir: Path | str, base_dir: Path | None) -> tuple[torch
     except Exception as err:  # noqa: BLE001
         raise ModelError(_message(adapter_dir, err)) from None
     base_source = str(base_dir) if base_dir is not None else peft_config.base_model_name_or_path
+    extra: dict[str, Any] = {}
+    if quant is not None:
+        from transformers import AutoConfig
+
+        from .modeling import quantized_load_kwargs
+
+        extra = quantized_load_kwargs(quant, AutoConfig.from_pretrained(base_source).model_type)
     try:
         # The adapter does not carry the label names: rebuild the base with them.
         base = AutoModelForSequenceClassification.from_pretrained(
             base_source, num_labels=2, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
-            use_safetensors=True,
+            use_safetensors=True, **extra,
         )
         model = PeftModel.from_pretrained(base, str(adapter_dir))
         if isinstance(adapter_dir, Path):
@@ -229,7 +239,7 @@ def _load_adapter(adapter_dir: Path | str, base_dir: Path | None) -> tuple[torch
 
 
 def _message(source: str | Path, err: BaseException) -> str:
-    if Path(str(source)).expanduser().exists():
+    if path_exists(str(source)):
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         return f"cannot load {source}: {first}"
     return f"cannot load {str(source)!r} from the Hub (no network or no such repo): pass a local folder"

@@ -12,7 +12,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .artifacts import ADAPTER_DIR, load_metrics, load_run_config
-from .config import RunConfig
+from .config import LORA_METHODS, METHOD_NAMES, RunConfig, expand_path, path_exists
 from .data import ID2LABEL, LABEL2ID
 from .errors import ConfigError
 from .merge import MergeResult
@@ -37,7 +37,7 @@ BENCHMARK_COLUMNS = (
 
 def hub_id(name: str) -> str | None:
     """`name` as a canonical Hub id, or None for a local path or a `builtin:` data set."""
-    if not name or name.startswith(("builtin:", ".", "/", "~")) or Path(name).expanduser().exists():
+    if not name or name.startswith(("builtin:", ".", "/", "~")) or path_exists(name):
         return None
     try:
         validate_repo_id(name)
@@ -84,8 +84,8 @@ def _card_data(cfg: RunConfig, metrics: dict[str, Any], kind: Kind, repo_id: str
         for metric, name in (("accuracy", "Accuracy"), ("f1", "F1"))
     ]
     tags = ["sentiment-analysis", "text-classification", "peft-sentiment"]
-    if cfg.method == "lora":
-        tags += ["peft", "lora"] if kind == "adapter" else ["lora", "merged-lora"]
+    if cfg.saves_adapter:
+        tags += ["peft", cfg.method] if kind == "adapter" else [cfg.method, f"merged-{cfg.method}"]
     return ModelCardData(
         base_model=base_model_id,
         library_name="peft" if kind == "adapter" else "transformers",
@@ -109,7 +109,7 @@ def _dataset_fields(source: str, dataset_id: str | None) -> tuple[str, str]:
     if source.startswith("builtin:"):
         name = source.split(":", 1)[1]
         return f"peft-sentiment-{name}", f"peft-sentiment built-in synthetic reviews ({name})"
-    folder = Path(source).expanduser().name or "local"
+    folder = expand_path(source).name or "local"
     slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in folder).strip("-.") or "local"
     return slug, f"local data folder {folder}"
 
@@ -127,7 +127,7 @@ def _base_description(cfg: RunConfig) -> str:
 
 
 def _summary(cfg: RunConfig, metrics: dict[str, Any], kind: Kind, base_model_id: str | None) -> str:
-    method = "LoRA" if cfg.method == "lora" else "full fine-tuning"
+    method = METHOD_NAMES[cfg.method]
     lines = [
         ("A binary sentiment classifier for English movie reviews (labels `NEGATIVE`, `POSITIVE`), "
          f"trained with {method} from {_base_description(cfg)}, on {_data_description(cfg)}, "
@@ -136,11 +136,18 @@ def _summary(cfg: RunConfig, metrics: dict[str, Any], kind: Kind, base_model_id:
     ]
     if kind == "adapter":
         heads = ", ".join(f"`{h}`" for h in metrics.get("head_modules", []))
-        lines.append(f"This repo holds the LoRA adapter, the classification head trained in full ({heads}) "
-                     f"and the tokenizer. Load it on top of `{base_model_id}` with peft (see below).")
-    elif cfg.method == "lora":
-        lines.append("The LoRA update is merged into the base weights (`merge_and_unload`): this is a "
+        lines.append(f"This repo holds the {method} adapter, the classification head trained in full "
+                     f"({heads}) and the tokenizer. Load it on top of `{base_model_id}` with peft (see below).")
+        if cfg.method == "qlora":
+            lines.append("It was trained on the base quantized to 4 bits; loaded on the full-precision "
+                         "base its predictions can differ slightly from the evaluation above.")
+    elif cfg.saves_adapter:
+        into = "the dequantized 4-bit base weights" if cfg.method == "qlora" else "the base weights"
+        lines.append(f"The {method} update is merged into {into} (`merge_and_unload`): this is a "
                      "standalone transformers model, and peft is not needed to use it.")
+    elif cfg.method == "head":
+        lines.append("Only the classification head was trained; the encoder keeps the base model's "
+                     "weights. This is a standalone transformers model.")
     else:
         lines.append("Every weight was trained: this is a standalone transformers model.")
     return "\n".join(lines) + "\n"
@@ -217,11 +224,18 @@ def _training(cfg: RunConfig, metrics: dict[str, Any], run_dir: Path, merge: Mer
     trainable = f"{metrics['trainable_params']:,} of {metrics['total_params']:,} " \
                 f"({100 * metrics['trainable_share']:.2f}%)"
     rows = [("method", cfg.method), ("trainable parameters", trainable)]
-    if cfg.method == "lora":
-        targets = ", ".join(_lora_targets(cfg, run_dir))
+    targets = ", ".join(_adapter_targets(cfg, run_dir))
+    if cfg.method in LORA_METHODS:
         rows += [("LoRA r / alpha / dropout", f"{cfg.lora.r} / {cfg.lora.alpha} / {cfg.lora.dropout}"),
-                 ("LoRA target modules", targets),
-                 ("head trained in full", ", ".join(metrics.get("head_modules", [])))]
+                 ("LoRA target modules", targets)]
+    if cfg.method == "qlora":
+        q = cfg.quant
+        rows += [("base quantization", f"4-bit {q.quant_type}, double quantization {q.double_quant}, "
+                                       f"compute {q.compute_dtype}")]
+    if cfg.method == "ia3":
+        rows += [("(IA)3 target modules", targets)]
+    if cfg.method != "full":
+        rows += [("head trained in full", ", ".join(metrics.get("head_modules", [])))]
     rows += [
         ("learning rate", f"{t.lr:g}"),
         ("batch size", str(t.batch_size)),
@@ -304,16 +318,17 @@ def _stand_in(cfg: RunConfig, base_model_id: str | None) -> str:
     return ""
 
 
-def _lora_targets(cfg: RunConfig, run_dir: Path) -> list[str]:
+def _adapter_targets(cfg: RunConfig, run_dir: Path) -> list[str]:
     path = run_dir / ADAPTER_DIR / "adapter_config.json"
     if path.is_file():
-        return sorted(json.loads(path.read_text()).get("target_modules") or [])
-    return list(cfg.lora.target_modules or ())
+        targets = json.loads(path.read_text()).get("target_modules") or []
+        return [f"`{targets}` (regex)"] if isinstance(targets, str) else sorted(targets)
+    return list((cfg.ia3.target_modules if cfg.method == "ia3" else cfg.lora.target_modules) or ())
 
 
 def _short_path(name: str) -> str:
     """The last two parts of a local path: enough to recognise it, without the user's folders."""
-    parts = Path(name).expanduser().parts
+    parts = expand_path(name).parts
     return ".../" + "/".join(parts[-2:]) if len(parts) > 2 else name
 
 

@@ -15,6 +15,10 @@ import click
 from .config import METHODS, PRECISIONS, SCHEDULERS, DataConfig, load_config, parse_override
 from .errors import PeftSentimentError
 
+# bitsandbytes logs at import time that an optional CPU kernel from the Hub is missing: nothing a user
+# can act on offline, and it would print on every command.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
 # (flag, dotted recipe key, click type, help). Each recipe key has an option; --set covers the rest.
 TRAIN_OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--data", "data.source", str, "Hub dataset id or local folder (train/test files or aclImdb)."),
@@ -33,7 +37,11 @@ TRAIN_OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--lora-r", "lora.r", int, "LoRA rank."),
     ("--lora-alpha", "lora.alpha", int, "LoRA scaling alpha (the update is scaled by alpha / r)."),
     ("--lora-dropout", "lora.dropout", float, "Dropout on the LoRA input."),
-    ("--target-modules", "lora.target_modules", str, "Comma-separated module names for LoRA (default: per architecture)."),
+    ("--target-modules", "lora.target_modules", str,
+     "Comma-separated module names for LoRA, DoRA and QLoRA (default: per architecture)."),
+    ("--quant-type", "quant.quant_type", click.Choice(["nf4", "fp4"]), "QLoRA: 4-bit data type of the base."),
+    ("--double-quant/--no-double-quant", "quant.double_quant", None,
+     "QLoRA: also quantize the quantization constants."),
     ("--lr", "train.lr", float, "Peak learning rate."),
     ("--batch-size", "train.batch_size", int, "Training batch size per device."),
     ("--eval-batch-size", "train.eval_batch_size", int, "Evaluation batch size per device."),
@@ -135,14 +143,14 @@ class OneLineErrors(click.Group):
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="peft-sentiment")
 def main() -> None:
-    """Fine-tune encoders for binary sentiment (IMDb) with full fine-tuning or LoRA."""
+    """Fine-tune encoders for binary sentiment (IMDb): full fine-tuning, LoRA, QLoRA, DoRA, (IA)3 or head only."""
 
 
 @main.command()
 @click.option("--method", type=click.Choice(METHODS), default=None,
               help="Training method; without --recipe its own recipe is used. [default: lora]")
 @click.option("--recipe", default=None, metavar="NAME|PATH",
-              help="Recipe name in recipes/ (full, lora, seed, smoke) or a YAML path.")
+              help="Recipe name in recipes/ (full, lora, qlora, dora, ia3, head, seed, smoke) or a YAML path.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Run folder to create. [default: runs/<method>-<timestamp>]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
@@ -227,35 +235,73 @@ def evaluate(source: str, as_json: bool, save_predictions: Path | None, **option
 @main.command()
 @click.argument("source")
 @click.argument("texts", nargs=-1)
-@click.option("--file", "file", type=click.File("r", encoding="utf-8"), default=None,
-              help="Read texts from a file, one per line ('-' for standard input).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line: text, label, score.")
+@click.option("--file", "file", type=click.File("rb"), default=None,
+              help="Read texts from a file, one per line ('-' for standard input), --chunk-size lines at a "
+                   "time. Empty and whitespace-only lines are skipped.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per line: text, label, score, and for --file or standard input the "
+                   "input's 1-based line number as line (skipped lines get no object).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="Write the results to a new FILE instead of standard output: all of them or, on failure, none.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output file.")
+@click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
+              help="Input that is not UTF-8: stop with an error naming the line, or replace the bad bytes.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Texts per forward pass.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Input lines read and predicted before their results are written; memory grows with it.")
 @handle_errors
-def predict(source: str, texts: tuple[str, ...], file: Any, as_json: bool, batch_size: int) -> None:
+def predict(source: str, texts: tuple[str, ...], file: Any, as_json: bool, output: Path | None,
+            overwrite: bool, errors: str, batch_size: int, chunk_size: int) -> None:
     """Label TEXTS (or --file, or standard input) as NEGATIVE or POSITIVE.
 
-    SOURCE is a run folder, a model or adapter folder, or a Hub id.
+    SOURCE is a run folder, a model or adapter folder, or a Hub id. Input lines are read, predicted
+    and written a chunk at a time, in input order. Texts longer than the model's maximum length are
+    truncated (one note on standard error says so).
     """
-    from .predict import load_pipeline
+    import itertools
+    import os
+    from contextlib import nullcontext
+
+    from .predict import (
+        atomic_output,
+        check_output_file,
+        format_prediction,
+        load_pipeline,
+        peek_text,
+        predict_stream,
+        read_lines,
+        truncation_note,
+    )
     from .predict import predict as run_predict
 
-    items = list(texts)
-    if file is not None:
-        items += [line.rstrip("\n") for line in file if line.strip()]
-    elif not items and not sys.stdin.isatty():
-        items = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not items:
+    if output is not None:
+        check_output_file(output, overwrite)
+    if file is None and not texts and not sys.stdin.isatty():
+        file = click.get_binary_stream("stdin")
+    name = getattr(file, "name", "<stdin>")
+    name = "standard input" if name in ("<stdin>", "-") else str(name)
+    has_lines, lines = peek_text(read_lines(file, name, errors) if file is not None else ())
+    if not texts and not has_lines:
         raise click.UsageError("no text given: pass TEXT arguments, --file, or standard input")
     _quiet_libraries()
     pipe = load_pipeline(source)
-    for p in run_predict(pipe, items, batch_size=batch_size):
-        if as_json:
-            click.echo(json.dumps({"text": p.text, "label": p.label, "score": round(p.score, 6)}))
-        else:
-            click.echo(f"{p.label}\t{p.score:.4f}\t{p.text}")
-
+    predictions = itertools.chain(run_predict(pipe, texts, batch_size) if texts else [],
+                                  predict_stream(pipe, lines, batch_size, chunk_size))
+    count, noted = 0, False
+    try:
+        with atomic_output(output) if output is not None else nullcontext(None) as out:
+            for p in predictions:
+                if p.truncated and not noted:
+                    click.echo(truncation_note(pipe, p), err=True)
+                    noted = True
+                click.echo(format_prediction(p, as_json), file=out)
+                count += 1
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
+    if output is not None:
+        click.echo(f"{count} predictions written to {output}")
 
 
 @main.command()
@@ -265,7 +311,7 @@ def predict(source: str, texts: tuple[str, ...], file: Any, as_json: bool, batch
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @handle_errors
 def merge(run: Path, output: Path | None, overwrite: bool) -> None:
-    """Merge a LoRA run's adapter into its base: a standalone model that loads without peft.
+    """Merge an adapter run (lora, dora, ia3, qlora) into its base: a standalone model that loads without peft.
 
     The merged model's logits are checked against base + adapter before it is kept.
     """
@@ -276,6 +322,8 @@ def merge(run: Path, output: Path | None, overwrite: bool) -> None:
     click.echo(f"merged model: {result.output}")
     click.echo(f"logit check: max |merged - (base + adapter)| = {result.max_abs_diff:.2g} on "
                f"{result.n_texts} texts ({result.texts_from}); tolerance {result.tolerance:g}")
+    if result.max_abs_diff_vs_4bit is not None:
+        click.echo(f"against the 4-bit model as trained: max |logit diff| = {result.max_abs_diff_vs_4bit:.2g}")
 
 
 @main.command()

@@ -6,6 +6,7 @@ Validation happens here, once: the rest of the package trusts a `RunConfig`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,7 +18,17 @@ import yaml
 
 from .errors import ConfigError
 
-METHODS = ("full", "lora")
+METHODS = ("full", "lora", "qlora", "dora", "ia3", "head")
+ADAPTER_METHODS = ("lora", "qlora", "dora", "ia3")  # saved as a PEFT adapter on a frozen base
+LORA_METHODS = ("lora", "qlora", "dora")  # configured by the lora: section
+METHOD_NAMES = {
+    "full": "full fine-tuning",
+    "lora": "LoRA",
+    "qlora": "QLoRA",
+    "dora": "DoRA",
+    "ia3": "(IA)3",
+    "head": "head-only training",
+}
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 
@@ -60,7 +71,7 @@ class ModelConfig:
             raise ConfigError("model.name must not be empty")
         if self.architecture is not None and "model_type" not in self.architecture:
             raise ConfigError("model.architecture needs a model_type, e.g. distilbert")
-        if self.architecture is not None and Path(self.name).expanduser().exists():
+        if self.architecture is not None and path_exists(self.name):
             raise ConfigError(
                 f"model.name {self.name!r} is a folder but model.architecture builds a new model: "
                 "pass --set model.architecture=null to load the folder"
@@ -95,6 +106,33 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
+class Ia3Config:
+    target_modules: tuple[str, ...] | None = None  # None: keys, values and the second feed-forward layer
+    feedforward_modules: tuple[str, ...] | None = None  # of the targets, those scaled on their input
+
+    def __post_init__(self) -> None:
+        for name in ("target_modules", "feedforward_modules"):
+            value = getattr(self, name)
+            if value is not None and not value:
+                raise ConfigError(f"ia3.{name} must name at least one module")
+        if (self.feedforward_modules is None) != (self.target_modules is None):
+            raise ConfigError("set ia3.target_modules and ia3.feedforward_modules together")
+        if self.target_modules and self.feedforward_modules:
+            extra = sorted(set(self.feedforward_modules) - set(self.target_modules))
+            if extra:
+                raise ConfigError(f"ia3.feedforward_modules must be among ia3.target_modules: {', '.join(extra)}")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """QLoRA's 4-bit base (bitsandbytes)."""
+
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True  # quantize the quantization constants too (~0.4 bit per weight saved)
+    compute_dtype: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where the hardware runs it
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     lr: float = 2.0e-5
     batch_size: int = 16
@@ -125,11 +163,35 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    method: Literal["full", "lora"] = "lora"
+    method: Literal["full", "lora", "qlora", "dora", "ia3", "head"] = "lora"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)  # lora, qlora and dora
+    ia3: Ia3Config = field(default_factory=Ia3Config)
+    quant: QuantConfig = field(default_factory=QuantConfig)  # qlora
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def saves_adapter(self) -> bool:
+        return self.method in ADAPTER_METHODS
+
+
+def expand_path(source: str) -> Path:
+    """`source` as a path with `~` expanded (left as it is where the user is unknown)."""
+    try:
+        return Path(source).expanduser()
+    except RuntimeError:
+        return Path(source)
+
+
+def path_exists(source: str, folder: bool = False) -> bool:
+    """Whether `source` names an existing path (a folder, with `folder`); False for names no file
+    system accepts (too long, a NUL byte)."""
+    try:
+        path = expand_path(source)
+        return path.is_dir() if folder else path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def looks_like_path(source: str) -> bool:
@@ -203,7 +265,7 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"override {item!r} must look like key=value")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # e.g. `!!int abc`: the text itself, for the type check to name
         value = raw
     return key.strip(), value
 
@@ -255,12 +317,17 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
     known = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in known:
-            raise ConfigError(f"unknown key {prefix}{key!r} (known: {', '.join(known)})")
+            raise ConfigError(f"unknown key {prefix + str(key)!r} (known: {', '.join(known)})")
     kwargs = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
     try:
         return cls(**kwargs)
     except TypeError as err:  # pragma: no cover - all fields have defaults
         raise ConfigError(str(err)) from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
@@ -286,14 +353,19 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key} must be an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key} must be a number, got {value!r}")
+        number = None
+        try:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                number = float(value)
+            elif isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+                number = float(value)
+        except (ValueError, OverflowError):
+            pass
+        if number is None:
+            raise ConfigError(f"{key} must be a number, got {_short(value)}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, got {_short(value)}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

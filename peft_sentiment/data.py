@@ -13,7 +13,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from .config import DataConfig, looks_like_path
+from .config import DataConfig, expand_path, looks_like_path
 from .errors import DataError
 
 ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}
@@ -51,7 +51,7 @@ def resolve_source(source: str) -> Path:
         if not folder.is_dir():
             raise DataError(f"unknown built-in data set {source!r} (known: builtin:smoke)")
         return folder
-    return Path(source).expanduser()
+    return expand_path(source)
 
 
 def _load_split(cfg: DataConfig, split: str) -> tuple[Dataset, str]:

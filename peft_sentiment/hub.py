@@ -28,7 +28,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from .artifacts import ADAPTER_DIR, BASE_DIR, MODEL_DIR, atomic_dir, load_run_config, write_json
 from .card import Kind, benchmark_rows, build_card, hub_id
-from .config import RunConfig
+from .config import METHOD_NAMES, RunConfig
 from .errors import ConfigError, HubError, RunError
 from .merge import MergeResult, check_mergeable, copy_tokenizer, write_merged
 
@@ -141,7 +141,7 @@ def resolve_base(run_dir: Path, cfg: RunConfig, kind: Kind, base_model_id: str |
         raise ConfigError(f"--base-model-id {base_model_id!r} must be a Hub model id, not a local path")
     given = hub_id(base_model_id) if base_model_id is not None else None
     if kind == "merged":
-        if cfg.method != "full":
+        if cfg.saves_adapter:
             check_mergeable(run_dir)
         elif not (run_dir / MODEL_DIR).is_dir():
             raise RunError(f"run {run_dir} has no {MODEL_DIR}/ folder: it did not finish")
@@ -151,8 +151,9 @@ def resolve_base(run_dir: Path, cfg: RunConfig, kind: Kind, base_model_id: str |
                                   "not from a Hub model")
             return None
         return given or hub_id(cfg.model.name)
-    if cfg.method == "full":
-        raise RunError(f"run {run_dir} was trained with method full: it has no adapter; push it with --merged")
+    if not cfg.saves_adapter:
+        raise RunError(f"run {run_dir} was trained with method {cfg.method}: it has no adapter; push it "
+                       "with --merged")
     if not (run_dir / ADAPTER_DIR).is_dir():
         raise RunError(f"run {run_dir} has no {ADAPTER_DIR}/ folder: it did not finish")
     if cfg.model.builds_new_weights:
@@ -175,7 +176,7 @@ def stage(run_dir: Path, cfg: RunConfig, kind: Kind, folder: Path, repo_id: str,
     merge = None
     if kind == "adapter":
         _stage_adapter(run_dir / ADAPTER_DIR, folder, base_model_id, cfg.data.max_length)
-    elif cfg.method == "full":
+    elif not cfg.saves_adapter:
         _stage_full(run_dir / MODEL_DIR, folder, cfg.data.max_length)
     else:
         merge = write_merged(run_dir, folder, record_paths=False)
@@ -296,8 +297,8 @@ def _http_errors() -> tuple[type[BaseException], ...]:
 
 def _kind_words(cfg: RunConfig, kind: Kind) -> str:
     if kind == "adapter":
-        return "LoRA adapter"
-    return "merged model" if cfg.method == "lora" else "model"
+        return f"{METHOD_NAMES[cfg.method]} adapter"
+    return "merged model" if cfg.saves_adapter else "model"
 
 
 def _scrub(text: str, token: str | None) -> str:

@@ -1,4 +1,4 @@
-"""Merge a run's LoRA adapter into its base model: a standalone model that loads without peft.
+"""Merge a run's adapter (LoRA, DoRA, (IA)3, QLoRA) into its base model: a standalone model that loads without peft.
 
 The merged model is checked before it is kept: its logits, reloaded from the saved folder, must match
 base + adapter on a sample of the run's own test texts.
@@ -15,20 +15,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from .artifacts import (
     ADAPTER_DIR,
+    BASE_DIR,
     MODEL_DIR,
     atomic_dir,
     check_output,
+    load_adapter,
     load_model,
     load_run_config,
     write_json,
 )
-from .config import RunConfig, looks_like_path
-from .data import load_splits
+from .config import RunConfig, looks_like_path, path_exists
+from .data import ID2LABEL, LABEL2ID, load_splits
 from .errors import ModelError, PeftSentimentError, RunError
+from .modeling import quantized_load_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,12 @@ N_CHECK_TEXTS = 32  # the first texts of the run's test subset
 # DistilBERT (whose logits are only ~0.3 in size). A 1e-3 logit change moves a probability by at most
 # 2.5e-4 (the logistic function's slope is at most 1/4).
 LOGIT_TOLERANCE = 1e-3
+# QLoRA: the merged model (dequantized base + update, fp32) is also compared with the 4-bit model as it
+# was trained. bitsandbytes' 4-bit kernels do not compute like an fp32 matmul on the dequantized
+# weights (on the CPU: 2e-3 apart on one smoke layer's outputs, 0.9-1.7e-3 on smoke logits), so this
+# is a sanity bound, not an equality check: 5e-2 is an order of magnitude above what was measured
+# and well below a head lost or an adapter left out. The exact check is the one above.
+FOUR_BIT_TOLERANCE = 5e-2
 # Used when the run's data cannot be read (e.g. a Hub data set offline).
 SAMPLE_TEXTS = (
     "A wonderful film: the acting was brilliant and the story moved me deeply.",
@@ -68,6 +82,7 @@ class MergeResult:
     texts_from: str  # where the sample came from
     base_model: str
     base_dequantized: bool
+    max_abs_diff_vs_4bit: float | None = None  # QLoRA: against the 4-bit model as trained
 
 
 def merge_adapter(model: torch.nn.Module) -> PreTrainedModel:
@@ -78,9 +93,9 @@ def merge_adapter(model: torch.nn.Module) -> PreTrainedModel:
 def check_mergeable(run_dir: Path) -> RunConfig:
     """The run's config, if the run has an adapter to merge."""
     cfg = load_run_config(run_dir)
-    if cfg.method == "full":
-        raise RunError(f"run {run_dir} was trained with method full: it is already a standalone model "
-                       f"in {run_dir / MODEL_DIR}")
+    if not cfg.saves_adapter:
+        raise RunError(f"run {run_dir} was trained with method {cfg.method}: it is already a standalone "
+                       f"model in {run_dir / MODEL_DIR}")
     if not (run_dir / ADAPTER_DIR).is_dir():
         raise RunError(f"run {run_dir} has no {ADAPTER_DIR}/ folder: it did not finish")
     return cfg
@@ -103,14 +118,10 @@ def write_merged(run_dir: Path, folder: Path, record_paths: bool = True) -> Merg
     `record_paths=False` keeps local paths out of merge_check.json (folders that get published).
     """
     cfg = check_mergeable(run_dir)
-    loaded = load_model(run_dir)
-    # Full precision: a bf16 sum would round the small LoRA update away. Nothing in this package
-    # trains on a quantized base, so there is nothing to dequantize; the field records that.
-    model = loaded.model.float().eval()
-    dequantized = False
+    model, tokenizer, quantized = _load_for_merge(run_dir, cfg)
     texts, texts_from = check_texts(cfg)
-    batches = _encode(loaded.tokenizer, texts, cfg.data.max_length, cfg.train.eval_batch_size)
-    reference = _logits(model, batches)
+    batches = _encode(tokenizer, texts, cfg.data.max_length, cfg.train.eval_batch_size)
+    reference = _logits(model, batches)  # base + adapter, before merging
 
     merged = merge_adapter(model)
     merged.save_pretrained(folder)  # a clean folder: model.safetensors and config.json, no adapter files
@@ -118,7 +129,8 @@ def write_merged(run_dir: Path, folder: Path, record_paths: bool = True) -> Merg
 
     # Check what was written, reloaded the way users will load it.
     reloaded = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True).eval()
-    diff = float((_logits(reloaded, batches) - reference).abs().max())
+    merged_logits = _logits(reloaded, batches)
+    diff = float((merged_logits - reference).abs().max())
     base = _base_name(cfg, run_dir)
     check = {
         "max_abs_logit_diff": diff,
@@ -127,18 +139,50 @@ def write_merged(run_dir: Path, folder: Path, record_paths: bool = True) -> Merg
         "texts": texts_from,
         "source_run": str(run_dir) if record_paths else run_dir.resolve().name,
         "base_model": _base_name(cfg, run_dir, public=not record_paths),
-        "base_dequantized": dequantized,
+        "base_dequantized": quantized is not None,
         "dtype": "float32",
     }
-    write_json(check, folder / CHECK_FILE)
+    problems = []
     if not diff <= LOGIT_TOLERANCE:  # also refuses NaN
-        raise ModelError(
-            f"merged model of {run_dir} differs from base + adapter by {diff:.3g} in logits on "
-            f"{len(texts)} texts (tolerance {LOGIT_TOLERANCE:g}): nothing was saved"
-        )
+        problems.append(f"differs from base + adapter by {diff:.3g} in logits (tolerance {LOGIT_TOLERANCE:g})")
+    if quantized is not None:
+        four_bit = float((merged_logits - _logits(quantized, batches)).abs().max())
+        check.update({"max_abs_logit_diff_vs_4bit": four_bit, "tolerance_vs_4bit": FOUR_BIT_TOLERANCE})
+        if not four_bit <= FOUR_BIT_TOLERANCE:
+            problems.append(f"differs from the 4-bit model as trained by {four_bit:.3g} in logits "
+                            f"(tolerance {FOUR_BIT_TOLERANCE:g})")
+    write_json(check, folder / CHECK_FILE)
+    if problems:
+        raise ModelError(f"merged model of {run_dir} {'; '.join(problems)} on {len(texts)} texts: "
+                         "nothing was saved")
     log.info("merged %s: max |logit diff| %.3g on %d texts", run_dir, diff, len(texts))
     return MergeResult(output=folder, max_abs_diff=diff, tolerance=LOGIT_TOLERANCE, n_texts=len(texts),
-                       texts_from=texts_from, base_model=base, base_dequantized=dequantized)
+                       texts_from=texts_from, base_model=base, base_dequantized=quantized is not None,
+                       max_abs_diff_vs_4bit=check.get("max_abs_logit_diff_vs_4bit"))
+
+
+def _load_for_merge(run_dir: Path, cfg: RunConfig) -> tuple[torch.nn.Module, PreTrainedTokenizerBase,
+                                                             torch.nn.Module | None]:
+    """(base + adapter in fp32, ready to merge; tokenizer; for QLoRA, the 4-bit model as trained).
+
+    fp32, because a bf16 sum would round the small adapter update away. A QLoRA base is dequantized
+    first: the merged model holds exactly the weights the 4-bit base stood for.
+    """
+    if cfg.method != "qlora":
+        loaded = load_model(run_dir)
+        return loaded.model.float().eval(), loaded.tokenizer, None
+    from peft import PeftConfig, PeftModel
+
+    fp32 = dataclasses.replace(cfg.quant, compute_dtype="fp32")
+    base_dir = run_dir / BASE_DIR if (run_dir / BASE_DIR).is_dir() else None
+    quantized, tokenizer = load_adapter(run_dir / ADAPTER_DIR, base_dir, fp32)
+    source = str(base_dir) if base_dir is not None else PeftConfig.from_pretrained(
+        str(run_dir / ADAPTER_DIR)).base_model_name_or_path
+    base = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=2, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID), use_safetensors=True,
+        **quantized_load_kwargs(fp32, AutoConfig.from_pretrained(source).model_type)).dequantize().float()
+    model = PeftModel.from_pretrained(base, str(run_dir / ADAPTER_DIR)).eval()
+    return model, tokenizer, quantized.eval()
 
 
 def copy_tokenizer(source: Path, folder: Path, max_length: int) -> None:
@@ -189,6 +233,6 @@ def _base_name(cfg: RunConfig, run_dir: Path, public: bool = False) -> str:
     if cfg.model.builds_new_weights:
         where = "the run's base/ folder" if public else str(run_dir / "base")
         return f"{where} (random weights made by the run, model.name {name})"
-    if public and (Path(name).expanduser().exists() or looks_like_path(name)):
+    if public and (path_exists(name) or looks_like_path(name)):
         return f"a local folder named {Path(name).name}"
     return name

@@ -1,8 +1,10 @@
-"""Build the model for a run: a sequence classifier, fully trainable or wrapped with LoRA."""
+"""Build the model for a run: a sequence classifier, trained in full, head-only, or through a PEFT adapter
+(LoRA, DoRA, (IA)3, or LoRA on a 4-bit base: QLoRA)."""
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -17,7 +19,16 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from .config import LoraConfig, ModelConfig, RunConfig, looks_like_path
+from .config import (
+    Ia3Config,
+    LoraConfig,
+    ModelConfig,
+    QuantConfig,
+    RunConfig,
+    expand_path,
+    looks_like_path,
+    path_exists,
+)
 from .data import ID2LABEL, LABEL2ID
 from .errors import ConfigError, ModelError
 
@@ -31,6 +42,17 @@ DEFAULT_LORA_TARGETS = {
     "roberta": ("query", "key", "value", "dense"),
     "xlm-roberta": ("query", "key", "value", "dense"),
     "electra": ("query", "key", "value", "dense"),
+}
+# (IA)3 learns scaling vectors for keys, values and the second feed-forward layer; the feed-forward
+# one scales that layer's input. Regexes over full module names, because BERT's "output.dense" as a
+# suffix would also catch the attention output projection (PEFT's own default for BERT does).
+_BERT_IA3 = (r".*\.attention\.self\.(key|value)|.*\.layer\.\d+\.output\.dense", r".*\.layer\.\d+\.output\.dense")
+DEFAULT_IA3 = {
+    "distilbert": (r".*\.(k_lin|v_lin|lin2)", r".*\.lin2"),
+    "bert": _BERT_IA3,
+    "roberta": _BERT_IA3,
+    "xlm-roberta": _BERT_IA3,
+    "electra": _BERT_IA3,
 }
 # The classification head, trained in full and saved with the adapter (PEFT modules_to_save).
 HEAD_MODULES = {"distilbert": ("pre_classifier", "classifier")}
@@ -59,23 +81,138 @@ def build_model(cfg: RunConfig, train_texts: Iterable[str] | None = None) -> Bui
 
 
 def build_base(cfg: RunConfig, train_texts: Iterable[str] | None = None) -> BuiltModel:
-    """The plain classifier with NEGATIVE/POSITIVE labels, before any adapter."""
+    """The plain classifier with NEGATIVE/POSITIVE labels, before any adapter.
+
+    For QLoRA from a checkpoint the base is loaded in 4 bits right away; a base with new (random)
+    weights is built in full precision and quantized by `apply_method`.
+    """
     from transformers import set_seed
 
     set_seed(cfg.train.seed)  # before any random init: the head and LoRA A are drawn here
     tokenizer = load_tokenizer(cfg.model, train_texts)
-    base, new_modules = _load_base(cfg.model, tokenizer)
+    quant = cfg.quant if cfg.method == "qlora" and not cfg.model.builds_new_weights else None
+    base, new_modules = _load_base(cfg.model, tokenizer, quant)
     head = head_modules(base.config.model_type, new_modules, base)
     return BuiltModel(model=base, tokenizer=tokenizer, base=base, head_modules=head)
 
 
-def apply_method(built: BuiltModel, cfg: RunConfig) -> BuiltModel:
-    """`full`: every weight trains; `lora`: base frozen, LoRA layers and the head train."""
+def apply_method(built: BuiltModel, cfg: RunConfig, saved_base: Path | None = None) -> BuiltModel:
+    """full: every weight trains. head: only the classification head. lora, dora, ia3, qlora: the base
+    is frozen and the adapter and the head train. `saved_base`: where a new base was saved (QLoRA
+    quantizes it from there)."""
+    base = built.base
     if cfg.method == "full":
         return built
-    model = apply_lora(built.base, cfg.lora, built.head_modules)
-    return BuiltModel(model=model, tokenizer=built.tokenizer, base=built.base,
-                      head_modules=built.head_modules)
+    if cfg.method == "head":
+        model = freeze_all_but_head(base, built.head_modules)
+    elif cfg.method == "ia3":
+        model = apply_ia3(base, cfg.ia3, built.head_modules)
+    elif cfg.method == "qlora":
+        if not is_quantized(base):
+            base = _quantize_new_base(base, cfg.quant, saved_base)
+        base = prepare_kbit(base)
+        model = apply_lora(base, cfg.lora, built.head_modules)
+    else:
+        model = apply_lora(base, cfg.lora, built.head_modules, use_dora=cfg.method == "dora")
+    return BuiltModel(model=model, tokenizer=built.tokenizer, base=base, head_modules=built.head_modules)
+
+
+def freeze_all_but_head(model: PreTrainedModel, head: tuple[str, ...]) -> PreTrainedModel:
+    """A linear probe: every encoder weight frozen, the head modules trainable."""
+    for name, param in model.named_parameters():
+        param.requires_grad = bool(set(name.split(".")[:-1]) & set(head))
+    return model
+
+
+# ---------------------------------------------------------------- QLoRA: the 4-bit base
+
+
+def is_quantized(model: torch.nn.Module) -> bool:
+    return getattr(model, "hf_quantizer", None) is not None
+
+
+def require_bitsandbytes() -> None:
+    """bitsandbytes is installed and runs 4-bit on this device, or a one-line error says why."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError("method qlora needs bitsandbytes: pip install 'peft-sentiment[qlora]'") from None
+    problem = _four_bit_problem()
+    if problem is not None:
+        raise ConfigError(f"method qlora cannot run here: {problem}")
+
+
+_PROBE: dict[str, str | None] = {}
+
+
+def _four_bit_problem() -> str | None:
+    """Quantize and multiply a small matrix in 4 bits on this device; None if that works."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in _PROBE:
+        import bitsandbytes as bnb
+
+        try:
+            layer = bnb.nn.Linear4bit(16, 16, quant_type="nf4", compute_dtype=torch.float32).to(device)
+            layer(torch.ones(2, 16, device=device))
+            _PROBE[device] = None
+        except Exception as err:  # noqa: BLE001 - any failure means no 4-bit here
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            _PROBE[device] = (f"bitsandbytes {getattr(bnb, '__version__', '?')} cannot run 4-bit on the "
+                              f"{device} ({first})")
+    return _PROBE[device]
+
+
+def quantization_config(quant: QuantConfig, model_type: str) -> object:
+    from transformers import BitsAndBytesConfig
+
+    from .train import resolve_precision
+
+    require_bitsandbytes()
+    compute = quant.compute_dtype if quant.compute_dtype != "auto" else resolve_precision("auto")
+    # The head stays in full precision and trainable; poolers are kept out too (one may be new).
+    skip = [*HEAD_MODULES.get(model_type, DEFAULT_HEAD), "pooler"]
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant.quant_type,
+        bnb_4bit_use_double_quant=quant.double_quant,
+        bnb_4bit_compute_dtype=torch.bfloat16 if compute == "bf16" else torch.float32,
+        llm_int8_skip_modules=skip,
+    )
+
+
+def quantized_load_kwargs(quant: QuantConfig, model_type: str) -> dict:
+    device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+    return {"quantization_config": quantization_config(quant, model_type), "device_map": {"": device}}
+
+
+def _quantize_new_base(base: PreTrainedModel, quant: QuantConfig, saved_base: Path | None) -> PreTrainedModel:
+    """Reload a base with new weights in 4 bits, from where the run saved it (or a temporary copy)."""
+    kwargs = quantized_load_kwargs(quant, base.config.model_type)
+    if saved_base is not None:
+        return AutoModelForSequenceClassification.from_pretrained(str(saved_base), **kwargs)
+    with tempfile.TemporaryDirectory(prefix="peft-sentiment-base-") as tmp:
+        base.save_pretrained(tmp)
+        return AutoModelForSequenceClassification.from_pretrained(tmp, **kwargs)
+
+
+def prepare_kbit(base: PreTrainedModel) -> PreTrainedModel:
+    from peft import prepare_model_for_kbit_training
+
+    # Layer norms and the head in fp32, input gradients on; no gradient checkpointing by default.
+    base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    keep_training_layout(base)
+    return base
+
+
+def keep_training_layout(model: torch.nn.Module) -> None:
+    """On the CPU, bitsandbytes repacks 4-bit weights into an AVX512-BF16 inference layout at the first
+    forward pass without gradients (the per-epoch evaluation); training steps after that fail on the
+    repacked layers (bitsandbytes 0.50). A model that is still to be trained keeps the plain layout."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def load_tokenizer(cfg: ModelConfig, train_texts: Iterable[str] | None = None) -> PreTrainedTokenizerBase:
@@ -102,7 +239,8 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     return BertTokenizer(vocab=wordpiece.get_vocab(), do_lower_case=True)
 
 
-def _load_base(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[PreTrainedModel, set[str]]:
+def _load_base(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase,
+               quant: QuantConfig | None = None) -> tuple[PreTrainedModel, set[str]]:
     """The classifier and the names of the modules whose weights are new (not from a checkpoint)."""
     labels = {"num_labels": 2, "id2label": dict(ID2LABEL), "label2id": dict(LABEL2ID)}
     if cfg.architecture is not None:
@@ -122,10 +260,13 @@ def _load_base(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Pr
             config = AutoConfig.from_pretrained(cfg.name, **labels)
             model = AutoModelForSequenceClassification.from_config(config)
             return model, {name for name, _ in model.named_modules()}
+        extra = {}
+        if quant is not None:
+            extra = quantized_load_kwargs(quant, AutoConfig.from_pretrained(cfg.name).model_type)
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            cfg.name, output_loading_info=True, **labels
+            cfg.name, output_loading_info=True, **labels, **extra
         )
-    except ModelError:
+    except (ModelError, ConfigError):
         raise
     except Exception as err:  # noqa: BLE001
         raise ModelError(_load_message("model", cfg.name, err)) from None
@@ -145,7 +286,21 @@ def head_modules(model_type: str, new_modules: set[str], model: PreTrainedModel)
     return head + extra
 
 
-def apply_lora(base: PreTrainedModel, cfg: LoraConfig, head: tuple[str, ...]) -> torch.nn.Module:
+def _check_targets(base: PreTrainedModel, targets: Iterable[str], key: str) -> None:
+    module_names = [name for name, _ in base.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in module_names)]
+    if missing:
+        raise ConfigError(f"{key}: no module named {', '.join(missing)} in {base.config.model_type}")
+
+
+def _head_exclusions(base: PreTrainedModel, head: tuple[str, ...]) -> list[str]:
+    """Every module inside the head: a target such as BERT's "dense" must not reach it."""
+    return [n for n, _ in base.named_modules()
+            if any(n == h or n.startswith(f"{h}.") or f".{h}." in f".{n}." for h in head)]
+
+
+def apply_lora(base: PreTrainedModel, cfg: LoraConfig, head: tuple[str, ...],
+               use_dora: bool = False) -> torch.nn.Module:
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType, get_peft_model
 
@@ -155,37 +310,51 @@ def apply_lora(base: PreTrainedModel, cfg: LoraConfig, head: tuple[str, ...]) ->
         raise ConfigError(
             f"no default LoRA targets for model type {model_type!r}: pass --target-modules"
         )
-    module_names = [name for name, _ in base.named_modules()]
-    missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in module_names)]
-    if missing:
-        raise ConfigError(
-            f"lora.target_modules: no module named {', '.join(missing)} in {model_type}"
-        )
-    # A target such as BERT's "dense" also matches the head's layers: keep the head out of LoRA.
-    exclude = [n for n in module_names if any(n == h or n.startswith(f"{h}.") or f".{h}." in f".{n}."
-                                                for h in head)]
+    _check_targets(base, targets, "lora.target_modules")
     peft_config = PeftLoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=list(targets),
-        exclude_modules=exclude or None,
+        exclude_modules=_head_exclusions(base, head) or None,
+        modules_to_save=list(head),
+        use_dora=use_dora,
+    )
+    return get_peft_model(base, peft_config)
+
+
+def apply_ia3(base: PreTrainedModel, cfg: Ia3Config, head: tuple[str, ...]) -> torch.nn.Module:
+    from peft import IA3Config, TaskType, get_peft_model
+
+    model_type = base.config.model_type
+    if cfg.target_modules is not None:
+        _check_targets(base, cfg.target_modules, "ia3.target_modules")
+        targets, feedforward = list(cfg.target_modules), list(cfg.feedforward_modules or ())
+    elif model_type in DEFAULT_IA3:
+        targets, feedforward = DEFAULT_IA3[model_type]
+    else:
+        raise ConfigError(f"no default (IA)3 targets for model type {model_type!r}: set "
+                          "ia3.target_modules and ia3.feedforward_modules")
+    peft_config = IA3Config(
+        task_type=TaskType.SEQ_CLS,
+        target_modules=targets,
+        feedforward_modules=feedforward,
+        exclude_modules=_head_exclusions(base, head) or None,
         modules_to_save=list(head),
     )
     return get_peft_model(base, peft_config)
 
 
 def _check_local(source: str, what: str) -> None:
-    if looks_like_path(source) and not Path(source).expanduser().exists():
+    if looks_like_path(source) and not path_exists(source):
         raise ModelError(f"{what} folder not found: {source}")
-    path = Path(source).expanduser()
-    if path.is_dir() and what == "model" and not (path / "config.json").is_file():
+    if path_exists(source, folder=True) and what == "model" and not (expand_path(source) / "config.json").is_file():
         raise ModelError(f"{source} is not a model folder (no config.json)")
 
 
 def _load_message(what: str, source: str, err: BaseException) -> str:
-    if Path(source).expanduser().is_dir():
+    if path_exists(source, folder=True):
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         return f"cannot load {what} from {source}: {first}"
     return (

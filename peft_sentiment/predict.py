@@ -1,14 +1,27 @@
-"""Sentiment predictions through a transformers text-classification pipeline."""
+"""Sentiment predictions through a transformers text-classification pipeline.
+
+`predict` labels a list of texts. `predict_stream` labels the lines of a file or stream a chunk at a
+time, so memory stays bounded whatever the input size; `read_lines` decodes such a stream line by line.
+"""
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import BinaryIO, TextIO
 
 from transformers import Pipeline, pipeline
 
 from .artifacts import load_model
+from .errors import DataError, RunError
+
+CHUNK_LINES = 1024  # lines read and predicted at a time by predict_stream
+DECODE_ERRORS = ("strict", "replace")
 
 
 @dataclass(frozen=True)
@@ -16,6 +29,8 @@ class Prediction:
     text: str
     label: str  # NEGATIVE or POSITIVE
     score: float  # probability of `label`
+    line: int | None = None  # 1-based input line (predict_stream); None for predict
+    truncated: bool = False  # longer than the pipeline's max length: only its start was read
 
 
 def load_pipeline(source: str | Path, max_length: int | None = None) -> Pipeline:
@@ -31,7 +46,123 @@ def load_pipeline(source: str | Path, max_length: int | None = None) -> Pipeline
                     truncation=True, max_length=max_length)
 
 
+def max_length(pipe: Pipeline) -> int | None:
+    """Tokens the pipeline reads per text (longer texts are truncated); None when unlimited."""
+    length = getattr(pipe, "_preprocess_params", {}).get("max_length")
+    if length is None:
+        length = getattr(pipe.tokenizer, "model_max_length", None)
+    return length if isinstance(length, int) and length < 1_000_000 else None
+
+
+def truncation_note(pipe: Pipeline, first: Prediction) -> str:
+    """The one note line for the first truncated prediction."""
+    where = f" (first at line {first.line})" if first.line is not None else ""
+    return f"note: texts longer than {max_length(pipe)} tokens are truncated{where}"
+
+
 def predict(pipe: Pipeline, texts: Iterable[str], batch_size: int = 16) -> list[Prediction]:
-    texts = list(texts)
-    outputs = pipe(texts, batch_size=batch_size)
-    return [Prediction(text=t, label=o["label"], score=float(o["score"])) for t, o in zip(texts, outputs)]
+    """One prediction per text, in order."""
+    return _predict_chunk(pipe, [(None, text) for text in texts], batch_size)
+
+
+def predict_stream(pipe: Pipeline, lines: Iterable[str], batch_size: int = 16,
+                   chunk_size: int = CHUNK_LINES) -> Iterator[Prediction]:
+    """Predictions for `lines` in input order, read and predicted `chunk_size` lines at a time.
+
+    Empty and whitespace-only lines are skipped; each prediction carries its 1-based line number.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    numbered = ((n, line.rstrip("\r\n")) for n, line in enumerate(lines, 1) if line.strip())
+    while chunk := list(itertools.islice(numbered, chunk_size)):
+        yield from _predict_chunk(pipe, chunk, batch_size)
+
+
+def _predict_chunk(pipe: Pipeline, numbered: Sequence[tuple[int | None, str]],
+                   batch_size: int) -> list[Prediction]:
+    """Longest texts first (batches of similar length pad less), results back in input order."""
+    if not numbered:
+        return []
+    texts = [text for _, text in numbered]
+    lengths = _token_counts(pipe, texts)
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    outputs: list[dict] = [{}] * len(texts)
+    for i, output in zip(order, pipe([texts[i] for i in order], batch_size=batch_size)):
+        outputs[i] = output
+    limit = max_length(pipe)
+    return [Prediction(text=text, label=o["label"], score=float(o["score"]), line=line,
+                       truncated=limit is not None and n > limit)
+            for (line, text), o, n in zip(numbered, outputs, lengths)]
+
+
+def _token_counts(pipe: Pipeline, texts: list[str]) -> list[int]:
+    """Tokens per text before truncation, special tokens included."""
+    ids = pipe.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    return [len(i) for i in ids]
+
+
+# ---------------------------------------------------------------- input and output
+
+
+def read_lines(stream: BinaryIO, name: str, errors: str = "strict") -> Iterator[str]:
+    """Decode a binary stream as UTF-8 one line at a time, so a bad byte is reported at its line.
+
+    errors="strict" raises `DataError` naming the line; "replace" puts U+FFFD for bad bytes.
+    """
+    if errors not in DECODE_ERRORS:
+        raise ValueError(f"errors must be one of {', '.join(DECODE_ERRORS)}, got {errors!r}")
+    for number, raw in enumerate(stream, 1):
+        try:
+            text = raw.decode("utf-8", errors=errors)
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"{name} line {number} is not valid UTF-8: byte 0x{raw[err.start]:02x} at position "
+                f"{err.start + 1} ({err.reason}); pass --errors replace to replace bad bytes"
+            ) from None
+        yield text.removeprefix("\ufeff") if number == 1 else text
+
+
+def peek_text(lines: Iterable[str]) -> tuple[bool, Iterator[str]]:
+    """Whether `lines` holds a non-blank line, and the same lines (blank ones kept for numbering)."""
+    lines = iter(lines)
+    for blank, line in enumerate(lines):
+        if line.strip():
+            return True, itertools.chain(itertools.repeat("", blank), [line], lines)
+    return False, iter(())
+
+
+def format_prediction(p: Prediction, as_json: bool) -> str:
+    """`LABEL<tab>SCORE<tab>TEXT`, or a JSON object: text, label, score and the line if known."""
+    if not as_json:
+        return f"{p.label}\t{p.score:.4f}\t{p.text}"
+    row: dict[str, object] = {"text": p.text, "label": p.label, "score": round(p.score, 6)}
+    if p.line is not None:
+        row["line"] = p.line
+    return json.dumps(row)
+
+
+def check_output_file(path: Path, overwrite: bool) -> None:
+    """Refuse an existing file unless overwriting, and a missing folder."""
+    if path.exists() and not overwrite:
+        raise RunError(f"{path} already exists: pass --overwrite or choose another --output")
+    if path.is_dir():
+        raise RunError(f"{path} is a folder")
+    if not path.parent.is_dir():
+        raise RunError(f"folder {path.parent} does not exist")
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[TextIO]:
+    """A temporary sibling file that replaces `path` only if the block succeeds."""
+    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
+    try:
+        handle = tmp.open("w", encoding="utf-8")
+    except OSError as err:
+        raise RunError(f"cannot write to {path.parent}: {err.strerror}") from None
+    try:
+        with handle:
+            yield handle
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

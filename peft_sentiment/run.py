@@ -26,7 +26,7 @@ from .artifacts import (
     load_run_config,
     write_json,
 )
-from .config import DataConfig, RunConfig, config_to_dict, save_config
+from .config import DataConfig, RunConfig, config_to_dict, expand_path, path_exists, save_config
 from .data import load_splits
 from .metrics import Metrics, binary_metrics
 from .modeling import BuiltModel, apply_method, build_base, count_parameters
@@ -97,11 +97,13 @@ def run_training(
     splits = load_splits(cfg.data)
     built = build_base(cfg, splits.train["text"])
     with atomic_dir(output, overwrite) as tmp:
-        if cfg.method != "full" and cfg.model.builds_new_weights:
+        saved_base = None
+        if cfg.saves_adapter and cfg.model.builds_new_weights:
             # Random base weights exist only here: keep them so the adapter can be reloaded.
-            built.base.save_pretrained(tmp / BASE_DIR)
-            built.tokenizer.save_pretrained(tmp / BASE_DIR)
-        built = apply_method(built, cfg)
+            saved_base = tmp / BASE_DIR
+            built.base.save_pretrained(saved_base)
+            built.tokenizer.save_pretrained(saved_base)
+        built = apply_method(built, cfg, saved_base)
         trainable, total = count_parameters(built.model)
         if on_model is not None:
             on_model(built, trainable, total)
@@ -159,9 +161,9 @@ def _round(value: float | None) -> float | None:
 def absolute_local_paths(cfg: RunConfig) -> RunConfig:
     """Record local model and data folders as absolute paths, so the run reloads from anywhere."""
     def absolute(value: str | None) -> str | None:
-        if value is None or value.startswith("builtin:") or not Path(value).expanduser().exists():
+        if value is None or value.startswith("builtin:") or not path_exists(value):
             return value
-        return str(Path(value).expanduser().resolve())
+        return str(expand_path(value).resolve())
 
     model = dataclasses.replace(cfg.model, name=absolute(cfg.model.name), tokenizer=absolute(cfg.model.tokenizer))
     data = dataclasses.replace(cfg.data, source=absolute(cfg.data.source))
@@ -169,7 +171,7 @@ def absolute_local_paths(cfg: RunConfig) -> RunConfig:
 
 
 def _save_model(built: BuiltModel, cfg: RunConfig, run_dir: Path) -> None:
-    target = run_dir / (MODEL_DIR if cfg.method == "full" else ADAPTER_DIR)
+    target = run_dir / (ADAPTER_DIR if cfg.saves_adapter else MODEL_DIR)
     built.model.save_pretrained(target)  # safetensors; for PEFT, the adapter and the head
     built.tokenizer.save_pretrained(target)
 

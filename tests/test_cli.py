@@ -77,7 +77,7 @@ Case = Callable[[Path], tuple[list[str], int, list[str]]]
 
 
 def _unknown_method(t: Path):
-    return ["--method", "qlora"], 2, ["Invalid value for '--method'", "qlora"]
+    return ["--method", "adalora"], 2, ["Invalid value for '--method'", "adalora"]
 
 
 def _bad_scheduler(t: Path):
@@ -93,7 +93,7 @@ def _unknown_option(t: Path):
 
 
 def _missing_recipe_name(t: Path):
-    return ["--recipe", "nope"], 1, ["unknown recipe 'nope'", "full, lora, seed, smoke"]
+    return ["--recipe", "nope"], 1, ["unknown recipe 'nope'", "dora, full, head, ia3, lora, qlora, seed, smoke"]
 
 
 def _missing_recipe_file(t: Path):

@@ -38,17 +38,17 @@ def write_recipe(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
 
 def test_shipped_recipes_are_the_repository_recipes() -> None:
     assert recipes_dir().resolve() == (REPO / "recipes").resolve()
-    assert available_recipes() == ["full", "lora", "seed", "smoke"]
+    assert available_recipes() == ["dora", "full", "head", "ia3", "lora", "qlora", "seed", "smoke"]
 
 
-@pytest.mark.parametrize("name", ["full", "lora", "seed", "smoke"])
+@pytest.mark.parametrize("name", ["full", "lora", "qlora", "dora", "ia3", "head", "seed", "smoke"])
 def test_every_shipped_recipe_loads_by_name_and_by_path(name: str) -> None:
     by_name = load_config(name)
     by_path = load_config(REPO / "recipes" / f"{name}.yaml")
     assert isinstance(by_name, RunConfig)
     assert by_name == by_path
     # The recipe file names its own method.
-    assert by_name.method == {"full": "full", "lora": "lora", "seed": "full", "smoke": "lora"}[name]
+    assert by_name.method == {"seed": "full", "smoke": "lora"}.get(name, name)
 
 
 def test_seed_recipe_is_the_blog_recipe_exactly() -> None:
@@ -194,7 +194,7 @@ def test_unknown_key_is_named(tmp_path: Path, text: str, fragments: list[str]) -
         ("train:\n  group_by_length: 1\n", ["train.group_by_length", "true or false"]),
         ("train:\n  scheduler: step\n", ["train.scheduler", "linear", "'step'"]),
         ("train:\n  precision: fp16\n", ["train.precision", "'fp16'"]),
-        ("method: qlora\n", ["method", "'qlora'"]),
+        ("method: adalora\n", ["method", "'adalora'"]),
         ("model:\n  name: 3\n", ["model.name", "string"]),
         ("lora:\n  target_modules: [1, 2]\n", ["lora.target_modules", "list of strings"]),
         ("model:\n  architecture: [a]\n", ["model.architecture", "mapping"]),
@@ -247,7 +247,7 @@ def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
 def test_missing_recipes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown recipe 'nope'") as info:
         load_config("nope")
-    assert "full, lora, seed, smoke" in str(info.value)
+    assert "dora, full, head, ia3, lora, qlora, seed, smoke" in str(info.value)
     with pytest.raises(ConfigError, match="recipe not found"):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="recipe not found"):
@@ -272,7 +272,7 @@ def test_configs_are_frozen() -> None:
 # ---------------------------------------------------------------- saving
 
 
-@pytest.mark.parametrize("name", ["full", "lora", "seed", "smoke"])
+@pytest.mark.parametrize("name", ["full", "lora", "qlora", "dora", "ia3", "head", "seed", "smoke"])
 def test_saved_config_reads_back_equal(tmp_path: Path, name: str) -> None:
     cfg = load_config(name, {"lora.target_modules": ["q_lin", "v_lin"], "train.lr": "3e-4"})
     path = tmp_path / "config.yaml"

@@ -1,0 +1,421 @@
+"""Property-based tests (hypothesis) for the config loader and the data labels.
+
+The config strategies are derived from the dataclasses' fields and type hints, so a section or
+field added to `RunConfig` is covered without changing this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+import yaml
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
+
+from peft_sentiment.config import (
+    DataConfig,
+    RunConfig,
+    build,
+    config_to_dict,
+    load_config,
+    parse_override,
+    save_config,
+)
+from peft_sentiment.data import _label_id, load_splits
+from peft_sentiment.errors import ConfigError, DataError
+
+PROPERTY = settings(max_examples=50, deadline=None)
+NONE = type(None)
+
+# ---------------------------------------------------------------- the config tree, from its type hints
+
+
+def _inner(tp: Any) -> tuple[Any, bool]:
+    """(the type without None, whether None is allowed)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not NONE]
+        return args[0], len(args) < len(typing.get_args(tp))
+    return tp, False
+
+
+def leaf_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every (dotted key, type) below `cls`, sections left out."""
+    hints = typing.get_type_hints(cls)
+    leaves: list[tuple[str, Any]] = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            leaves += leaf_fields(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            leaves.append((f"{prefix}{f.name}", hints[f.name]))
+    return leaves
+
+
+def all_keys(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every (dotted key, type), sections included."""
+    hints = typing.get_type_hints(cls)
+    keys: list[tuple[str, Any]] = []
+    for f in dataclasses.fields(cls):
+        keys.append((f"{prefix}{f.name}", hints[f.name]))
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += all_keys(hints[f.name], f"{prefix}{f.name}.")
+    return keys
+
+
+def known_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+SECTIONS = [""] + [key + "." for key, tp in all_keys() if dataclasses.is_dataclass(tp)]
+
+
+def section_class(section: str) -> type:
+    cls: type = RunConfig
+    for part in filter(None, section.split(".")):
+        cls = typing.get_type_hints(cls)[part]
+    return cls
+
+
+# ---------------------------------------------------------------- value strategies
+
+
+def _plain_name(text: str) -> bool:
+    """Not `~user` (tested on its own below) and no existing file or folder (model.name)."""
+    return not text.startswith("~") and not Path(text).exists()
+
+
+NAMES = st.text(min_size=1, max_size=20).filter(_plain_name)
+MODULES = st.sampled_from(["query", "key", "value", "dense", "q_lin", "v_lin"]) | NAMES
+FLOATS = st.floats(allow_nan=True, allow_infinity=True)
+SCALARS = st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | FLOATS | st.text(max_size=20)
+ANY_VALUE = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+PLAIN_VALUE = st.recursive(  # what YAML reads back equal: no NaN
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def valid_values(tp: Any) -> st.SearchStrategy:
+    """Values of type `tp` that every field's own range check accepts."""
+    tp, optional = _inner(tp)
+    base = _valid_values(tp)
+    return st.none() | base if optional else base
+
+
+def _valid_values(tp: Any) -> st.SearchStrategy:
+    if dataclasses.is_dataclass(tp):
+        return section_dicts(tp)
+    if typing.get_origin(tp) is Literal:
+        return st.sampled_from(typing.get_args(tp))
+    if tp is bool:
+        return st.booleans()
+    if tp is int:
+        return st.integers(100, 2**40)  # sizes, seeds, steps and vocabulary sizes alike
+    if tp is float:
+        return st.floats(1e-6, 0.99)  # rates, ratios, epochs and dropout alike
+    if tp is str:
+        return NAMES
+    if typing.get_origin(tp) is tuple:
+        return st.lists(MODULES, min_size=1, max_size=4, unique=True)
+    if typing.get_origin(tp) is dict:  # model.architecture needs a model_type
+        return st.dictionaries(st.text(max_size=8), PLAIN_VALUE, max_size=3).map(
+            lambda d: {**d, "model_type": "distilbert"})
+    raise AssertionError(f"no strategy for {tp}")
+
+
+def section_dicts(cls: type) -> st.SearchStrategy:
+    """Mappings for `build(cls, ...)`: any subset of the fields, each with a valid value."""
+    hints = typing.get_type_hints(cls)
+    return st.fixed_dictionaries({}, optional={f.name: valid_values(hints[f.name])
+                                               for f in dataclasses.fields(cls)})
+
+
+@st.composite
+def run_configs(draw: st.DrawFn) -> RunConfig:
+    data = draw(section_dicts(RunConfig))
+    try:
+        return build(RunConfig, data)
+    except ConfigError:  # a check across fields (e.g. ia3 targets) refused the combination
+        assume(False)
+        raise
+
+
+def _parses_as_float(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _accepts(tp: Any, value: Any) -> bool:
+    """The loader's type rules: whether `value` has the right type for `tp` (range aside)."""
+    tp, optional = _inner(tp)
+    if value is None:
+        return optional
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) or origin is dict:
+        return isinstance(value, dict)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(tp))
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
+            isinstance(value, str) and _parses_as_float(value))
+    if tp is str:
+        return isinstance(value, str)
+    if origin is tuple:  # a comma-separated string or a list of strings
+        return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    raise AssertionError(f"no rule for {tp}")
+
+
+# ---------------------------------------------------------------- config: round trips
+
+
+@pytest.fixture(scope="module")
+def default_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The defaults as a recipe file: a base for overrides that touches no recipe in recipes/."""
+    path = tmp_path_factory.mktemp("recipe") / "defaults.yaml"
+    save_config(RunConfig(), path)
+    return path
+
+
+@PROPERTY
+@given(cfg=run_configs())
+def test_saved_config_reads_back_equal(cfg: RunConfig) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        save_config(cfg, path)
+        assert load_config(path) == cfg
+    assert build(RunConfig, config_to_dict(cfg)) == cfg
+
+
+@PROPERTY
+@given(cfg=run_configs())
+def test_overrides_rebuild_any_config(cfg: RunConfig, default_recipe: Path) -> None:
+    """`--set key=value` for every field, values written as YAML, gives the same config."""
+    flat = {key: _get(config_to_dict(cfg), key) for key, _ in leaf_fields()}
+    items = [f"{key}={yaml.safe_dump(value)}" for key, value in flat.items()]
+    overrides = dict(parse_override(item) for item in items)
+    assert overrides == flat
+    assert load_config(default_recipe, overrides) == cfg
+
+
+def _get(data: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        data = data[part]
+    return data
+
+
+@PROPERTY
+@given(key=st.text(alphabet=st.characters(blacklist_characters="="), min_size=1, max_size=20),
+       value=PLAIN_VALUE)
+def test_parse_override_reads_yaml_values(key: str, value: Any) -> None:
+    assume(key.strip())
+    assert parse_override(f"{key}={yaml.safe_dump(value)}") == (key.strip(), value)
+
+
+@PROPERTY
+@given(item=st.text(max_size=40))
+@example(item="novalue")
+@example(item=" =x")
+@example(item="a=[1, 2")
+def test_parse_override_returns_a_pair_or_config_error(item: str) -> None:
+    try:
+        key, _ = parse_override(item)
+    except ConfigError:
+        key, sep, _ = item.partition("=")
+        assert not sep or not key.strip()
+        return
+    assert key == item.partition("=")[0].strip() and key
+
+
+# ---------------------------------------------------------------- config: unknown keys, wrong types
+
+
+@PROPERTY
+@given(section=st.sampled_from(SECTIONS), key=st.text(min_size=1, max_size=20), value=PLAIN_VALUE)
+def test_unknown_key_is_named(section: str, key: str, value: Any) -> None:
+    assume(key not in known_names(section_class(section)))
+    data: dict[str, Any] = {}
+    node = data
+    for part in filter(None, section.split(".")):
+        node = node.setdefault(part, {})
+    node[key] = value
+    with pytest.raises(ConfigError) as err:
+        build(RunConfig, data)
+    dotted = ".".join(filter(None, [*section.split("."), key]))
+    assert repr(dotted) in str(err.value) and "unknown key" in str(err.value)
+
+
+@PROPERTY
+@given(section=st.sampled_from(SECTIONS),
+       key=st.text(alphabet=st.characters(blacklist_characters=".="), min_size=1, max_size=20),
+       value=PLAIN_VALUE)
+def test_unknown_override_is_named(section: str, key: str, value: Any, default_recipe: Path) -> None:
+    assume(key.strip() == key and key not in known_names(section_class(section)))
+    with pytest.raises(ConfigError) as err:
+        load_config(default_recipe, {f"{section}{key}": value})
+    assert repr(f"{section}{key}") in str(err.value)
+
+
+@PROPERTY
+@given(data=st.data())
+def test_wrong_type_is_named(data: st.DataObject, default_recipe: Path) -> None:
+    key, tp = data.draw(st.sampled_from(all_keys()), label="key")
+    value = data.draw(ANY_VALUE.filter(lambda v: not _accepts(tp, v)), label="value")
+    with pytest.raises(ConfigError) as err:
+        load_config(default_recipe, {key: value})
+    assert key in str(err.value)
+
+
+@PROPERTY
+@given(data=st.data())
+def test_any_value_builds_or_names_the_key(data: st.DataObject, default_recipe: Path) -> None:
+    """Whatever a recipe or --set holds for a known key: a config, or a ConfigError naming the key."""
+    key, _ = data.draw(st.sampled_from(all_keys()), label="key")
+    value = data.draw(ANY_VALUE, label="value")
+    try:
+        load_config(default_recipe, {key: value})
+    except ConfigError as err:
+        assert key in str(err)
+
+
+# Inputs at the edges: each must be accepted or refused with the package's own error (never another
+# exception type, which the CLI would show as a traceback), and non-finite numbers are refused.
+
+
+@pytest.mark.parametrize("name", ["~no-such-user-here/model", "x" * 300])
+def test_model_name_that_is_no_path(name: str) -> None:
+    try:
+        load_config(None, {"model.name": name, "model.architecture": {"model_type": "distilbert"}})
+    except ConfigError:
+        pass
+
+
+@pytest.mark.parametrize("item", ["train.seed=!!int abc", "train.lr=!!float x"])
+def test_override_with_bad_yaml_tag(item: str) -> None:
+    try:
+        parse_override(item)
+    except ConfigError:
+        pass
+
+
+def test_float_field_given_a_huge_integer() -> None:
+    try:
+        load_config(None, dict([parse_override("train.lr=1" + "0" * 400)]))
+    except ConfigError:
+        pass
+
+
+@pytest.mark.parametrize("key", ["train.lr", "train.epochs", "train.weight_decay"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_numbers_are_refused(key: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=key):
+        load_config(None, {key: value})
+
+
+def test_data_source_of_unknown_user() -> None:
+    try:
+        load_splits(DataConfig(source="~no-such-user-here/data"), need_train=False)
+    except DataError:
+        pass
+
+
+# ---------------------------------------------------------------- data: labels
+
+NEGATIVE_SPELLINGS = ["neg", "negative", "0"]
+POSITIVE_SPELLINGS = ["pos", "positive", "1"]
+ACCEPTED = set(NEGATIVE_SPELLINGS) | set(POSITIVE_SPELLINGS)
+
+
+@st.composite
+def spelled(draw: st.DrawFn, label: int) -> str:
+    """An accepted spelling of `label` in any case, with spaces or tabs around it."""
+    word = draw(st.sampled_from(POSITIVE_SPELLINGS if label else NEGATIVE_SPELLINGS))
+    upper = draw(st.lists(st.booleans(), min_size=len(word), max_size=len(word)))
+    pad = st.text(alphabet=" \t", max_size=2)
+    return draw(pad) + "".join(c.upper() if u else c for c, u in zip(word, upper)) + draw(pad)
+
+
+def _is_invalid(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, str):
+        return value.strip().lower() not in ACCEPTED
+    return value not in (0, 1)
+
+
+INVALID_LABELS = {  # per JSON column type, so the file reads as one column type
+    "string": st.text(max_size=12).filter(_is_invalid),
+    "int": st.integers(-2**63, 2**63 - 1).filter(_is_invalid),
+    "float": st.floats(allow_nan=False, allow_infinity=False).filter(_is_invalid),
+    "bool": st.booleans(),
+    "null": st.none(),
+}
+
+
+@PROPERTY
+@given(label=st.integers(0, 1), data=st.data())
+def test_label_id_accepts_every_spelling(label: int, data: st.DataObject) -> None:
+    value = data.draw(spelled(label) | st.sampled_from([label, float(label)]))
+    assert _label_id(value) == label
+
+
+@PROPERTY
+@given(value=st.one_of(*INVALID_LABELS.values(), st.lists(st.integers(0, 1), max_size=2)))
+def test_label_id_refuses_anything_else(value: Any) -> None:
+    assert _label_id(value) is None
+
+
+def _write_test_split(folder: Path, labels: list[Any]) -> DataConfig:
+    with (folder / "test.jsonl").open("w") as f:
+        for i, label in enumerate(labels):
+            f.write(json.dumps({"text": f"review {i}", "label": label}) + "\n")
+    return DataConfig(source=str(folder), test_size=len(labels))
+
+
+@settings(PROPERTY, max_examples=25)
+@given(data=st.data(), classes=st.lists(st.integers(0, 1), min_size=2, max_size=10),
+       family=st.sampled_from(["string", "int", "float"]))
+def test_load_splits_maps_labels_to_ids(data: st.DataObject, classes: list[int], family: str) -> None:
+    assume(set(classes) == {0, 1})
+    if family == "string":
+        labels: list[Any] = [data.draw(spelled(c)) for c in classes]
+    else:
+        labels = [c if family == "int" else float(c) for c in classes]
+    with tempfile.TemporaryDirectory() as folder:
+        test = load_splits(_write_test_split(Path(folder), labels), need_train=False).test
+        got = dict(zip(test["text"], test["label"]))
+    assert got == {f"review {i}": c for i, c in enumerate(classes)}
+
+
+@settings(PROPERTY, max_examples=25)
+@given(data=st.data(), classes=st.lists(st.integers(0, 1), min_size=1, max_size=8),
+       family=st.sampled_from(sorted(INVALID_LABELS)), position=st.integers(0, 8))
+def test_load_splits_names_a_bad_label(data: st.DataObject, classes: list[int], family: str,
+                                       position: int) -> None:
+    bad = data.draw(INVALID_LABELS[family], label="bad")
+    valid: list[Any] = [str(c) if family == "string" else c for c in classes]
+    if family == "float":
+        valid = [float(c) for c in classes]
+    if family in ("bool", "null"):
+        valid = [bad] * len(classes)  # a JSON column of one type: true/false or null only
+    labels = valid[:position] + [bad] + valid[position:]
+    with tempfile.TemporaryDirectory() as folder, pytest.raises(DataError) as err:
+        load_splits(_write_test_split(Path(folder), labels), need_train=False)
+    assert repr(bad) in str(err.value), str(err.value)
+    assert "outside the two classes" in str(err.value)
