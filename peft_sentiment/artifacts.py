@@ -7,6 +7,12 @@ A run folder holds:
   model/        method full: model and tokenizer (save_pretrained, safetensors)
   adapter/      adapter methods: PEFT adapter with the classification head, and the tokenizer
   base/         adapter methods whose base has random weights made by the run (it exists nowhere else)
+
+While it trains, a run lives in RUN.partial/ (its config.yaml, an IN_PROGRESS marker and, with
+--save-steps or --save-every-epoch or after SIGINT/SIGTERM, checkpoints/), and becomes RUN/ only
+when it has finished. A RUN.partial/ that holds a checkpoint outlives a crash: `train --resume RUN`
+continues it. Every command that writes a run or output folder holds the lock file .NAME.lock beside
+it, so a second writer is refused instead of racing the first.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
@@ -33,6 +39,10 @@ LOG_FILE = "log.jsonl"
 MODEL_DIR = "model"
 ADAPTER_DIR = "adapter"
 BASE_DIR = "base"
+IN_PROGRESS_FILE = "IN_PROGRESS"
+CHECKPOINTS_DIR = "checkpoints"
+PARTIAL_SUFFIX = ".partial"
+TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: its presence marks it complete
 
 
 def default_output(method: str) -> Path:
@@ -48,8 +58,15 @@ def check_output(path: Path, overwrite: bool) -> None:
 
 
 @contextmanager
-def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling folder that becomes `final` only if the block succeeds."""
+def atomic_dir(final: Path, overwrite: bool = False, staging: Path | None = None, resume: bool = False,
+               keep_if: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Yield a staging folder that becomes `final` only if the block succeeds, holding the lock on
+    `final` throughout.
+
+    `staging` (default: a hidden sibling for this process) is where the work happens; with `resume`
+    it must hold an earlier attempt. On failure the staging folder is removed unless `keep_if` says
+    it is worth keeping (a run with a checkpoint).
+    """
     check_output(final, overwrite)
     parent = final.parent
     created_parent = not parent.exists()
@@ -57,27 +74,106 @@ def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise RunError(f"cannot create {parent}: {err.strerror}") from None
-    tmp = parent / f".{final.name}.partial-{os.getpid()}"
+    try:
+        with output_lock(final):
+            tmp = staging if staging is not None else parent / f".{final.name}.partial-{os.getpid()}"
+            _prepare_staging(tmp, final, overwrite, resume)
+            try:
+                yield tmp
+            except BaseException:
+                if keep_if is None or not keep_if(tmp):
+                    shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            old = None
+            if final.exists():
+                old = parent / f".{final.name}.old-{os.getpid()}"
+                final.rename(old)
+            tmp.rename(final)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        if created_parent:
+            _remove_if_empty(parent)
+        raise
+
+
+def _prepare_staging(tmp: Path, final: Path, overwrite: bool, resume: bool) -> None:
+    if resume:
+        if not tmp.is_dir():
+            raise RunError(f"nothing to resume: {tmp} does not exist")
+        return
     if tmp.exists():
+        if (tmp / IN_PROGRESS_FILE).is_file() and not overwrite:
+            raise RunError(f"{tmp} holds an unfinished run: resume it with `peft-sentiment train "
+                           f"--resume {final}`, or pass --overwrite to start over")
         shutil.rmtree(tmp)
     try:
         tmp.mkdir()
     except OSError as err:
-        raise RunError(f"cannot write to {parent}: {err.strerror}") from None
+        raise RunError(f"cannot write to {final.parent}: {err.strerror}") from None
+
+
+def partial_dir(final: Path) -> Path:
+    """Where the run for `final` trains until it finishes."""
+    return final.with_name(final.name + PARTIAL_SUFFIX)
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of an unfinished run, or None."""
+    folder = run_dir / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return None
+    complete = [p for p in folder.glob("checkpoint-*") if (p / TRAINER_STATE).is_file()
+                and p.name.split("-")[-1].isdigit()]
+    return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def unfinished_message(path: Path) -> str | None:
+    """Why `path` (or the run meant by it) is not a finished run, if it is an unfinished one."""
+    if path.name.endswith(PARTIAL_SUFFIX) and (path / IN_PROGRESS_FILE).is_file():
+        final = path.with_name(path.name[: -len(PARTIAL_SUFFIX)])
+    elif not path.exists() and (partial_dir(path) / IN_PROGRESS_FILE).is_file():
+        final = path
+    else:
+        return None
+    checkpoint = last_checkpoint(partial_dir(final))
+    if checkpoint is None:
+        return f"run {final} did not finish and has no checkpoint (it may still be training)"
+    return (f"run {final} did not finish (last checkpoint: {checkpoint.name}): resume it with "
+            f"`peft-sentiment train --resume {final}`")
+
+
+@contextmanager
+def output_lock(final: Path) -> Iterator[None]:
+    """Hold .NAME.lock beside `final`: a second writer of the same folder is refused, not raced.
+
+    An flock is released by the kernel when its process dies, even on SIGKILL: no stale locks.
+    """
+    import fcntl
+
+    lock = final.parent / f".{final.name}.lock"
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created_parent:
-            _remove_if_empty(parent)
-        raise
-    old = None
-    if final.exists():
-        old = parent / f".{final.name}.old-{os.getpid()}"
-        final.rename(old)
-    tmp.rename(final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        handle = lock.open("a+")
+    except OSError as err:
+        raise RunError(f"cannot write to {final.parent}: {err.strerror}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise RunError(f"{final} is being written by {owner}: wait for it to finish or use another "
+                       "output") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        handle.close()
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -136,6 +232,9 @@ def is_run(path: Path) -> bool:
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
+    message = unfinished_message(run_dir)
+    if message is not None:
+        raise RunError(message)
     if not (run_dir / CONFIG_FILE).is_file():
         raise RunError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
     return build(RunConfig, read_recipe(run_dir / CONFIG_FILE))
@@ -151,6 +250,9 @@ def load_metrics(run_dir: Path) -> dict[str, Any]:
 def load_model(source: str | Path) -> LoadedModel:
     """A run folder, a model folder, an adapter folder or a Hub id -> model in eval mode."""
     path = expand_path(str(source))
+    message = unfinished_message(path)
+    if message is not None:
+        raise RunError(message)
     if path_exists(str(source), folder=True):
         if is_run(path):
             cfg = load_run_config(path)
@@ -193,7 +295,37 @@ def _hub_has_file(repo_id: str, filename: str) -> bool:
     return True
 
 
+WEIGHTS = {"model": "model.safetensors", "adapter": "adapter_model.safetensors"}
+PICKLES = {"model": "pytorch_model.bin", "adapter": "adapter_model.bin"}
+
+
+def check_weights(folder: Path, kind: str) -> None:
+    """A local model or adapter folder holds readable safetensors weights, or one line names the file.
+
+    Pickled weights (.bin) are never loaded: unpickling can run code.
+    """
+    weights = folder / WEIGHTS[kind]
+    shards = sorted(folder.glob("model-*-of-*.safetensors")) if kind == "model" else []
+    if not weights.is_file() and not shards:
+        if (folder / PICKLES[kind]).is_file():
+            raise ModelError(f"{folder / PICKLES[kind]} is a pickle file: only safetensors weights are "
+                             f"loaded (convert it to {WEIGHTS[kind]})")
+        raise ModelError(f"{weights} is missing")
+    from safetensors import safe_open
+
+    for file in shards or [weights]:
+        try:
+            with safe_open(str(file), "pt") as f:
+                for key in f.keys():  # reads every tensor: a truncated file fails here
+                    f.get_slice(key)[:1]
+        except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad file
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ModelError(f"{file} is damaged or truncated ({first})") from None
+
+
 def _load_full(source: str | Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    if isinstance(source, Path) or path_exists(str(source), folder=True):
+        check_weights(expand_path(str(source)), "model")
     try:
         tok = AutoTokenizer.from_pretrained(str(source))
         model = AutoModelForSequenceClassification.from_pretrained(str(source), use_safetensors=True)
@@ -208,6 +340,10 @@ def load_adapter(adapter_dir: Path | str, base_dir: Path | None,
     `quant` loads the base in 4 bits (a QLoRA run)."""
     from peft import PeftConfig, PeftModel
 
+    if isinstance(adapter_dir, Path):
+        check_weights(adapter_dir, "adapter")
+    if base_dir is not None:
+        check_weights(base_dir, "model")
     try:
         peft_config = PeftConfig.from_pretrained(str(adapter_dir))
     except Exception as err:  # noqa: BLE001
@@ -226,7 +362,14 @@ def load_adapter(adapter_dir: Path | str, base_dir: Path | None,
             base_source, num_labels=2, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
             use_safetensors=True, **extra,
         )
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(_message(base_source, err)) from None
+    try:
         model = PeftModel.from_pretrained(base, str(adapter_dir))
+    except Exception as err:  # noqa: BLE001 - shapes or names from another base model
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ModelError(f"the adapter in {adapter_dir} does not fit the base {base_source}: {first}") from None
+    try:
         if isinstance(adapter_dir, Path):
             has_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
         else:

@@ -21,6 +21,7 @@ import platform
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from .artifacts import (
     METRICS_FILE,
     load_metrics,
     load_run_config,
+    output_lock,
     upload_files,
     write_json,
 )
@@ -162,18 +164,19 @@ def run_benchmark(
     reporter = reporter or SilentReporter()
     runs = plan(spec)
     output = Path(output)
-    _prepare_folder(output, spec, runs, resume, overwrite)
-    write_json(spec.to_dict(), output / SPEC_FILE)
-    records: dict[str, dict[str, Any]] = {}
-    reporter.start(len(runs))
-    try:
-        for index, run in enumerate(runs):
-            records[run.name] = _execute(run, spec, output, python, reporter, index)
-            reporter.finished(records[run.name])
-    finally:
-        reporter.close()
-    results = collect(output, spec, runs, records, command)
-    write_json(results, output / RESULTS_FILE)
+    with output_lock(output):  # a second benchmark into the same folder is refused
+        _prepare_folder(output, spec, runs, resume, overwrite)
+        write_json(spec.to_dict(), output / SPEC_FILE)
+        records: dict[str, dict[str, Any]] = {}
+        reporter.start(len(runs))
+        try:
+            for index, run in enumerate(runs):
+                records[run.name] = _execute(run, spec, output, python, reporter, index)
+                reporter.finished(records[run.name])
+        finally:
+            reporter.close()
+        results = collect(output, spec, runs, records, command)
+        write_json(results, output / RESULTS_FILE)
     failed = [r["name"] for r in results["runs"] if r["status"] != "ok"]
     return BenchmarkOutcome(output, results, failed)
 
@@ -283,8 +286,12 @@ def _run_child(cmd: list[str], log: Path, reporter: Reporter) -> tuple[str | Non
                 if match:
                     reporter.step(int(match.group(1)), int(match.group(2)))
             code = proc.wait()
-        except KeyboardInterrupt:
-            proc.wait()  # the child got the same SIGINT and cleans up after itself
+        except KeyboardInterrupt as err:
+            # Ctrl-C reaches the whole process group; a SIGTERM (a KeyboardInterrupt subclass in the
+            # CLI) reached only this process: pass it on. Either way the child cleans up after itself.
+            if type(err) is not KeyboardInterrupt and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            proc.wait()
             raise
         out.write(f"[exit {code}]\n")
     seconds = time.perf_counter() - start

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -13,7 +15,7 @@ from typing import Any, Callable
 import click
 
 from .config import METHODS, PRECISIONS, SCHEDULERS, DataConfig, load_config, parse_override
-from .errors import PeftSentimentError
+from .errors import Interrupted, PeftSentimentError
 
 # bitsandbytes logs at import time that an optional CPU kernel from the Hub is missing: nothing a user
 # can act on offline, and it would print on every command.
@@ -34,6 +36,8 @@ TRAIN_OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--random-init/--pretrained", "model.random_init", None, "Random weights in the model's architecture (speed runs)."),
     ("--tokenizer", "model.tokenizer", str, "Tokenizer Hub id or folder (default: the model's)."),
     ("--tokenizer-vocab-size", "model.tokenizer_vocab_size", int, "Train a WordPiece tokenizer of this size on the train texts."),
+    ("--trust-remote-code/--no-trust-remote-code", "model.trust_remote_code", None,
+     "Allow a model repo's own Python code to run (off unless given)."),
     ("--lora-r", "lora.r", int, "LoRA rank."),
     ("--lora-alpha", "lora.alpha", int, "LoRA scaling alpha (the update is scaled by alpha / r)."),
     ("--lora-dropout", "lora.dropout", float, "Dropout on the LoRA input."),
@@ -54,6 +58,10 @@ TRAIN_OPTIONS: list[tuple[str, str, Any, str]] = [
      "Compute precision; auto picks bf16 where the hardware runs it natively."),
     ("--group-by-length/--no-group-by-length", "train.group_by_length", None, "Batch reviews of similar length together."),
     ("--logging-steps", "train.logging_steps", int, "Log the training loss every N steps."),
+    ("--save-steps", "train.save_steps", int, "Checkpoint every N steps, so that --resume can continue the run."),
+    ("--save-every-epoch/--no-save-every-epoch", "train.save_every_epoch", None,
+     "Checkpoint at the end of each epoch."),
+    ("--keep-checkpoints", "train.keep_checkpoints", int, "Checkpoints kept while the run is in progress."),
 ]
 
 DATA_OPTIONS = [o for o in TRAIN_OPTIONS if o[1].startswith("data.")]
@@ -100,11 +108,14 @@ def handle_errors(func: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except Interrupted as err:
+            click.echo(f"Interrupted: {err}", err=True)
+            sys.exit(128 + err.signum)
         except PeftSentimentError as err:
             raise click.ClickException(str(err)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:
             click.echo("Interrupted: stopped cleanly, nothing was saved.", err=True)
-            sys.exit(130)
+            sys.exit(143 if isinstance(err, Terminated) else 130)
     return wrapper
 
 
@@ -123,12 +134,32 @@ def _quiet_libraries() -> None:
 _INVOCATION: list[str] = []
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so that the same clean-up runs (exit 143)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+
+
 class OneLineErrors(click.Group):
     """Usage errors as one `Error: ...` line on stderr (exit 2), like library errors (exit 1)."""
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
         extra.pop("standalone_mode", None)
         _INVOCATION[:] = list(args) if args is not None else sys.argv[1:]  # recorded by benchmark
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _terminate)
+        try:
+            self._main(args, prog_name, **extra)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _main(self, args: Any, prog_name: str | None, **extra: Any) -> None:
         try:
             code = super().main(args, prog_name, standalone_mode=False, **extra)
         except click.ClickException as err:
@@ -153,37 +184,53 @@ def main() -> None:
               help="Recipe name in recipes/ (full, lora, qlora, dora, ia3, head, seed, smoke) or a YAML path.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Run folder to create. [default: runs/<method>-<timestamp>]")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder (or an unfinished one).")
+@click.option("--resume", "resume_run", type=click.Path(path_type=Path), default=None, metavar="RUN",
+              help="Continue the unfinished RUN from its last checkpoint, with its own config.")
 @recipe_options(TRAIN_OPTIONS)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any recipe key, e.g. --set train.lr=1.0e-4 or model.architecture='{...}'.")
 @handle_errors
 def train(method: str | None, recipe: str | None, output: Path | None, overwrite: bool,
-          sets: tuple[str, ...], **options: Any) -> None:
-    """Fine-tune a model and write a run folder with its metrics."""
+          resume_run: Path | None, sets: tuple[str, ...], **options: Any) -> None:
+    """Fine-tune a model and write a run folder with its metrics.
+
+    The run trains in OUTPUT.partial/ and appears as OUTPUT/ when it has finished. With --save-steps
+    or --save-every-epoch it checkpoints as it goes; SIGINT or SIGTERM (Ctrl-C) saves a checkpoint
+    and stops. `--resume OUTPUT` continues from the last checkpoint.
+    """
     from rich.console import Console
 
+    from .artifacts import load_run_config
     from .run import run_training
     from .ui import RichProgress, err_console, format_params, metrics_table
 
     overrides: dict[str, Any] = {}
     if method is not None:
         overrides["method"] = method
-    elif recipe is None:
+    elif recipe is None and resume_run is None:
         overrides["method"] = "lora"
     overrides.update(option_overrides(TRAIN_OPTIONS, options, sets))
-    cfg = load_config(recipe, overrides)
+    if resume_run is not None:
+        if overrides or recipe is not None or output is not None:
+            raise click.UsageError("--resume continues a run with its own config: pass no other "
+                                   "training options")
+        cfg = None
+    else:
+        cfg = load_config(recipe, overrides)
     _quiet_libraries()
 
     def on_model(built: Any, trainable: int, total: int) -> None:
-        err_console.print(f"[bold]{cfg.method}[/] on {cfg.model.name}: {format_params(trainable, total)}")
+        what = f"resuming {resume_run}" if resume_run is not None else cfg.method
+        err_console.print(f"[bold]{what}[/]: {format_params(trainable, total)}")
 
     progress = RichProgress()
     try:
-        result = run_training(cfg, output=output, overwrite=overwrite, callbacks=[progress],
-                              on_model=on_model)
+        result = run_training(cfg, output=resume_run or output, overwrite=overwrite, callbacks=[progress],
+                              on_model=on_model, resume=resume_run is not None)
     finally:
         progress.close()
+    cfg = load_run_config(result.output)
     s = result.summary
     extra = {
         "train seconds": f"{s['train_seconds']:.1f}",

@@ -65,6 +65,7 @@ class ModelConfig:
     architecture: dict[str, Any] | None = None  # build a new model from these config fields instead
     tokenizer: str | None = None  # Hub id or folder; defaults to `name`
     tokenizer_vocab_size: int | None = None  # train a WordPiece tokenizer of this size on the train texts
+    trust_remote_code: bool = False  # run a Hub repo's own Python code: only when the user asks
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -145,6 +146,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
     group_by_length: bool = False  # batches of similar length: less padding
     logging_steps: int = 10
+    save_steps: int | None = None  # checkpoint every N optimizer steps, for --resume
+    save_every_epoch: bool = False  # checkpoint at the end of each epoch
+    keep_checkpoints: int = 2  # the last K checkpoints are kept while the run is in progress
 
     def __post_init__(self) -> None:
         for name in ("lr", "epochs"):
@@ -159,6 +163,12 @@ class TrainConfig:
             raise ConfigError(f"train.weight_decay must not be negative, got {self.weight_decay}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.save_steps is not None and self.save_steps <= 0:
+            raise ConfigError(f"train.save_steps must be positive, got {self.save_steps}")
+        if self.save_steps is not None and self.save_every_epoch:
+            raise ConfigError("pass train.save_steps or train.save_every_epoch, not both")
+        if self.keep_checkpoints <= 0:
+            raise ConfigError(f"train.keep_checkpoints must be positive, got {self.keep_checkpoints}")
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,8 @@ def _load_file_split(folder: Path, split: str) -> tuple[Dataset, str]:
         names = ", ".join(p.name for p in matches)
         raise DataError(f"several {split} files in {folder}: {names}; keep one")
     file = matches[0]
+    if file.stat().st_size == 0:
+        raise DataError(f"{file} is empty: no reviews to read")
     try:
         if file.suffix == ".parquet":
             ds = Dataset.from_parquet(str(file))

@@ -25,3 +25,11 @@ class RunError(PeftSentimentError):
 
 class HubError(PeftSentimentError):
     """A Hugging Face Hub request failed, or the repo is not in a state to push to."""
+
+
+class Interrupted(PeftSentimentError):
+    """Training stopped on SIGINT or SIGTERM after saving a checkpoint."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum

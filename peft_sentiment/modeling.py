@@ -225,18 +225,34 @@ def load_tokenizer(cfg: ModelConfig, train_texts: Iterable[str] | None = None) -
         raise ConfigError("model.architecture needs model.tokenizer or model.tokenizer_vocab_size")
     _check_local(source, "tokenizer")
     try:
-        return AutoTokenizer.from_pretrained(source)
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
     except Exception as err:  # noqa: BLE001 - OSError, ValueError, HTTP errors
         raise ModelError(_load_message("tokenizer", source, err)) from None
 
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerBase:
-    """An uncased WordPiece tokenizer trained on `texts` (offline runs and tests)."""
-    from tokenizers import BertWordPieceTokenizer
+    """An uncased WordPiece tokenizer built from `texts` (offline runs and tests).
 
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(list(texts), vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
-    return BertTokenizer(vocab=wordpiece.get_vocab(), do_lower_case=True)
+    The vocabulary: the special tokens, every character seen (alone and as a `##` continuation), then
+    the most frequent words, ties broken alphabetically, up to `vocab_size` entries (more only when the
+    characters alone exceed it). Deterministic, unlike the tokenizers library's trainer, whose hash
+    maps break ties differently from run to run: the same texts must give the same tokenizer, or a
+    resumed or repeated run would not be the same run.
+    """
+    from collections import Counter
+
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    normalizer, splitter = BertNormalizer(lowercase=True), BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(word for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for word in counts for c in word})
+    vocab = [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)]
+    words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    vocab += words[: max(vocab_size - len(vocab), 0)]
+    return BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
 
 
 def _load_base(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase,
@@ -257,14 +273,16 @@ def _load_base(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase,
     _check_local(cfg.name, "model")
     try:
         if cfg.random_init:
-            config = AutoConfig.from_pretrained(cfg.name, **labels)
-            model = AutoModelForSequenceClassification.from_config(config)
+            config = AutoConfig.from_pretrained(cfg.name, trust_remote_code=cfg.trust_remote_code, **labels)
+            model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=cfg.trust_remote_code)
             return model, {name for name, _ in model.named_modules()}
         extra = {}
         if quant is not None:
-            extra = quantized_load_kwargs(quant, AutoConfig.from_pretrained(cfg.name).model_type)
+            extra = quantized_load_kwargs(quant, AutoConfig.from_pretrained(
+                cfg.name, trust_remote_code=cfg.trust_remote_code).model_type)
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            cfg.name, output_loading_info=True, **labels, **extra
+            cfg.name, output_loading_info=True, use_safetensors=True,
+            trust_remote_code=cfg.trust_remote_code, **labels, **extra
         )
     except (ModelError, ConfigError):
         raise

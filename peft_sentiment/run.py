@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -15,19 +18,33 @@ from transformers import TrainerCallback
 from .artifacts import (
     ADAPTER_DIR,
     BASE_DIR,
+    CHECKPOINTS_DIR,
     CONFIG_FILE,
+    IN_PROGRESS_FILE,
     LOG_FILE,
     METRICS_FILE,
     MODEL_DIR,
     atomic_dir,
     check_output,
     default_output,
+    last_checkpoint,
     load_model,
     load_run_config,
+    partial_dir,
     write_json,
 )
-from .config import DataConfig, RunConfig, config_to_dict, expand_path, path_exists, save_config
+from .config import (
+    DataConfig,
+    RunConfig,
+    build,
+    config_to_dict,
+    expand_path,
+    path_exists,
+    read_recipe,
+    save_config,
+)
 from .data import load_splits
+from .errors import ConfigError, Interrupted, RunError
 from .metrics import Metrics, binary_metrics
 from .modeling import BuiltModel, apply_method, build_base, count_parameters
 from .perf import device_name, peak_memory, reset_peak_memory
@@ -84,37 +101,68 @@ def versions() -> dict[str, str]:
 
 
 def run_training(
-    cfg: RunConfig,
+    cfg: RunConfig | None,
     output: Path | None = None,
     overwrite: bool = False,
     callbacks: Sequence[TrainerCallback] = (),
     on_model: Callable[[BuiltModel, int, int], None] | None = None,
+    resume: bool = False,
 ) -> RunResult:
-    """Train `cfg` and write a complete run folder at `output`; nothing is left there on failure."""
-    output = Path(output) if output is not None else default_output(cfg.method)
-    cfg = absolute_local_paths(cfg)
+    """Train `cfg` and write a complete run folder at `output`.
+
+    The run trains in OUTPUT.partial/ and becomes OUTPUT/ when it has finished. On failure nothing
+    is left, unless a checkpoint was saved (train.save_steps, train.save_every_epoch, or SIGINT and
+    SIGTERM): then OUTPUT.partial/ stays, and `resume=True` (with `cfg` None: the run's own config)
+    continues it from its last checkpoint.
+    """
+    if resume:
+        if output is None:
+            raise RunError("resume needs the run folder to continue")
+        output = Path(output)
+        cfg, checkpoint = _resume_point(output, cfg)
+    else:
+        if cfg is None:
+            raise ConfigError("no config to train")
+        output = Path(output) if output is not None else default_output(cfg.method)
+        cfg = absolute_local_paths(cfg)
+        checkpoint = None
     check_output(output, overwrite)  # before any slow work
     splits = load_splits(cfg.data)
-    built = build_base(cfg, splits.train["text"])
-    with atomic_dir(output, overwrite) as tmp:
-        saved_base = None
-        if cfg.saves_adapter and cfg.model.builds_new_weights:
-            # Random base weights exist only here: keep them so the adapter can be reloaded.
-            saved_base = tmp / BASE_DIR
-            built.base.save_pretrained(saved_base)
-            built.tokenizer.save_pretrained(saved_base)
+    staging = partial_dir(output)
+    with atomic_dir(output, overwrite, staging=staging, resume=resume,
+                    keep_if=lambda d: last_checkpoint(d) is not None) as tmp:
+        if not resume:
+            save_config(cfg, tmp / CONFIG_FILE)
+            write_json({"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                       tmp / IN_PROGRESS_FILE)
+        saved_base = tmp / BASE_DIR if cfg.saves_adapter and cfg.model.builds_new_weights else None
+        if resume and saved_base is not None:
+            # The random base this run made: load it back rather than building it again.
+            base_cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+                cfg.model, name=str(saved_base), random_init=False, architecture=None, tokenizer=None,
+                tokenizer_vocab_size=None))
+            built = build_base(base_cfg, splits.train["text"])
+        else:
+            built = build_base(cfg, splits.train["text"])
+            if saved_base is not None:  # random base weights exist only here: keep them with the run
+                built.base.save_pretrained(saved_base)
+                built.tokenizer.save_pretrained(saved_base)
         built = apply_method(built, cfg, saved_base)
         trainable, total = count_parameters(built.model)
         if on_model is not None:
             on_model(built, trainable, total)
         train_set = tokenize(splits.train, built.tokenizer, cfg.data.max_length)
         test_set = tokenize(splits.test, built.tokenizer, cfg.data.max_length)
-        with tempfile.TemporaryDirectory(prefix="peft-sentiment-") as work:
-            baseline = reset_peak_memory()
+        baseline = reset_peak_memory()
+        try:
             result = train(built.model, built.tokenizer, train_set, test_set, cfg.train,
-                           Path(work), callbacks)
-            memory = peak_memory(baseline)
-            built.model.eval()
+                           tmp / CHECKPOINTS_DIR, callbacks, resume_from=checkpoint)
+        except Interrupted as err:
+            raise Interrupted(f"{err}; resume with `peft-sentiment train --resume {output}`",
+                              err.signum) from None
+        memory = peak_memory(baseline)
+        built.model.eval()
+        with tempfile.TemporaryDirectory(prefix="peft-sentiment-") as work:
             preds = predict_dataset(built.model, built.tokenizer, test_set, cfg.train, Path(work))
         metrics = binary_metrics(preds.labels.tolist(), preds.preds.tolist())
         _save_model(built, cfg, tmp)
@@ -147,11 +195,32 @@ def run_training(
             "device": device_name(),
             "versions": versions(),
         }
-        save_config(cfg, tmp / CONFIG_FILE)
+        if checkpoint is not None:
+            summary["resumed_from"] = checkpoint.name  # train_seconds covers the resumed part only
         write_json(summary, tmp / METRICS_FILE)
         write_log(result.log, tmp / LOG_FILE)
+        shutil.rmtree(tmp / CHECKPOINTS_DIR, ignore_errors=True)  # the finished run needs none
+        (tmp / IN_PROGRESS_FILE).unlink()
     return RunResult(output=output, metrics=metrics, train=result, trainable_params=trainable,
                      total_params=total, summary=summary)
+
+
+def _resume_point(output: Path, cfg: RunConfig | None) -> tuple[RunConfig, Path]:
+    """The unfinished run's config and its last complete checkpoint."""
+    staging = partial_dir(output)
+    if output.exists() and not staging.exists():
+        raise RunError(f"run {output} has finished: there is nothing to resume")
+    if not (staging / IN_PROGRESS_FILE).is_file():
+        raise RunError(f"no unfinished run to resume at {output} ({staging} does not exist)")
+    saved = build(RunConfig, read_recipe(staging / CONFIG_FILE))
+    if cfg is not None and cfg != saved:
+        raise ConfigError(f"{output} was started with another config: resume it without changing "
+                          "options (its config.yaml is used)")
+    checkpoint = last_checkpoint(staging)
+    if checkpoint is None:
+        raise RunError(f"{staging} has no complete checkpoint to resume from: start the run again "
+                       "with --overwrite")
+    return saved, checkpoint
 
 
 def _round(value: float | None) -> float | None:
@@ -184,8 +253,6 @@ def evaluate_run(
     loaded = load_model(source)
     if data is None:
         if loaded.config is None:
-            from .errors import ConfigError
-
             raise ConfigError(f"{source} is not a run folder: pass --data to say what to evaluate on")
         data = loaded.config.data
     splits = load_splits(data, need_train=False)

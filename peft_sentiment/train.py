@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from transformers import (
 )
 
 from .config import TrainConfig
+from .errors import Interrupted
 from .metrics import binary_metrics
 from .perf import cpu_flags
 
@@ -32,17 +35,6 @@ class TrainResult:
     steps: int
     final_loss: float
     log: list[dict[str, Any]] = field(default_factory=list)
-
-
-class LogRecorder(TrainerCallback):
-    """Keeps every Trainer log entry (loss, learning rate, per-epoch evaluation)."""
-
-    def __init__(self) -> None:
-        self.entries: list[dict[str, Any]] = []
-
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-        if logs:
-            self.entries.append({"step": state.global_step, "epoch": state.epoch, **logs})
 
 
 def resolve_precision(precision: str) -> str:
@@ -80,7 +72,10 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, evaluate: bool) -> Tr
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         length_column_name="length",
         eval_strategy="epoch" if evaluate else "no",
-        save_strategy="no",  # the run folder is written once, at the end
+        # Checkpoints (for --resume) only when asked for; a signal saves one regardless.
+        save_strategy="steps" if cfg.save_steps else "epoch" if cfg.save_every_epoch else "no",
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.keep_checkpoints,
         logging_strategy="steps",
         logging_steps=cfg.logging_steps,
         report_to=[],
@@ -121,6 +116,44 @@ def make_trainer(
     return trainer
 
 
+class StopOnSignal(TrainerCallback):
+    """SIGINT or SIGTERM during training: finish the current step, save a checkpoint, stop.
+
+    A second signal interrupts at once (KeyboardInterrupt). Handlers are installed only while
+    training runs, and only in the main thread (where Python delivers signals).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.step = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.step = state.global_step
+        if self.signum is not None:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
 def train(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -129,20 +162,29 @@ def train(
     cfg: TrainConfig,
     work_dir: Path,
     callbacks: Sequence[TrainerCallback] = (),
+    resume_from: Path | None = None,
 ) -> TrainResult:
-    """Fine-tune `model` in place, evaluating on `test_set` after each epoch."""
-    recorder = LogRecorder()
-    trainer = make_trainer(model, tokenizer, cfg, work_dir, train_set, test_set,
-                           [recorder, *callbacks])
+    """Fine-tune `model` in place, evaluating on `test_set` after each epoch; checkpoints go to
+    `work_dir`. `resume_from`: a checkpoint of the same run (optimizer, scheduler, RNG and data
+    order are restored by the Trainer). Raises `Interrupted` after a signal's checkpoint."""
+    stopper = StopOnSignal()
+    trainer = make_trainer(model, tokenizer, cfg, work_dir, train_set, test_set, [stopper, *callbacks])
     start = time.perf_counter()
-    output = trainer.train()
+    with stopper:
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - start
+    if stopper.signum is not None:
+        name = signal.Signals(stopper.signum).name
+        raise Interrupted(f"{name}: stopped at step {stopper.step} of {trainer.state.max_steps} after "
+                          "saving a checkpoint", stopper.signum)
+    # The Trainer's history: after a resume it also holds what was logged before the checkpoint.
+    log = [dict(entry) for entry in trainer.state.log_history]
     return TrainResult(
         train_seconds=seconds,
         train_samples_per_second=output.metrics.get("train_samples_per_second", 0.0),
         steps=output.global_step,
         final_loss=output.training_loss,
-        log=recorder.entries,
+        log=log,
     )
 
 

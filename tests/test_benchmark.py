@@ -236,3 +236,13 @@ def test_report_of_a_folder_without_results(tmp_path: Path) -> None:
     bad = tmp_path / "results.json"
     bad.write_text("{not json")
     assert_one_line_error(invoke(["benchmark", "--report", bad]), 1, "not valid JSON")
+
+
+def test_a_second_benchmark_into_the_same_folder_is_refused(tmp_path: Path) -> None:
+    from peft_sentiment.artifacts import output_lock
+
+    out = tmp_path / "out"
+    with output_lock(out):  # as a running benchmark holds it
+        result = invoke(["benchmark", "-o", out, "--methods", "smoke"])
+    assert_one_line_error(result, 1, "is being written by process")
+    assert not out.exists()

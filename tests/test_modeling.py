@@ -220,6 +220,19 @@ def test_train_wordpiece_tokenizer(tmp_path: Path) -> None:
     assert again("THE MOVIE was Wonderful")["input_ids"] == ids
 
 
+def test_train_wordpiece_is_deterministic() -> None:
+    texts = [f"The film number {i} was {'great' if i % 2 else 'awful'}, truly." for i in range(50)]
+    first, second = train_wordpiece(texts, 80), train_wordpiece(list(reversed(texts)), 80)
+    assert first.get_vocab() == second.get_vocab()
+    vocab = first.get_vocab()
+    by_id = sorted(vocab, key=vocab.__getitem__)
+    assert by_id[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert "the" in vocab and "##t" in vocab and len(vocab) == 80
+    # The most frequent words come first; ties in alphabetical order.
+    words = [t for t in by_id if len(t) > 1 and not t.startswith(("##", "["))]
+    assert words[:6] == ["film", "number", "the", "truly", "was", "awful"]
+
+
 def test_tokenizer_vocab_size_needs_texts() -> None:
     with pytest.raises(ConfigError, match="needs training texts"):
         load_tokenizer(ModelConfig(name="x", tokenizer_vocab_size=200))
