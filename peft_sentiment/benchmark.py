@@ -56,6 +56,7 @@ class BenchmarkSpec:
     eval_test_sizes: tuple[int, ...] = ()  # more evaluations of each trained run, on n test reviews
     baseline: str = "full"  # what every other method is compared with, review by review
     resamples: int = 2000  # bootstrap resamples
+    nproc_per_node: int = 1  # more than 1: each training run data-parallel through torchrun
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -72,6 +73,8 @@ class BenchmarkSpec:
                 raise ConfigError(f"evaluation test sizes must be positive, got {n}")
         if self.resamples < 100:
             raise ConfigError(f"resamples must be at least 100, got {self.resamples}")
+        if self.nproc_per_node < 1:
+            raise ConfigError(f"--nproc-per-node must be at least 1, got {self.nproc_per_node}")
         if "train.seed" in self.overrides:
             raise ConfigError("train.seed is set per run by --seeds, not by an override")
 
@@ -86,7 +89,8 @@ class BenchmarkSpec:
         return cls(methods=tuple(data["methods"]), seeds=tuple(data["seeds"]),
                    overrides=dict(data.get("overrides", {})),
                    eval_test_sizes=tuple(data.get("eval_test_sizes", ())),
-                   baseline=data.get("baseline", "full"), resamples=int(data.get("resamples", 2000)))
+                   baseline=data.get("baseline", "full"), resamples=int(data.get("resamples", 2000)),
+                   nproc_per_node=int(data.get("nproc_per_node", 1)))
 
 
 def method_label(method: str) -> str:
@@ -238,7 +242,10 @@ def _execute(run: PlannedRun, spec: BenchmarkSpec, output: Path, python: str, re
     if not _finished(run_dir):
         recipe = output / "configs" / f"{run.name}.yaml"
         save_config(run.config, recipe)
-        cmd = [python, "-m", "peft_sentiment", "train", "--recipe", str(recipe), "-o", str(run_dir)]
+        launcher = [python]
+        if spec.nproc_per_node > 1:  # torchrun starts the processes; the Trainer runs DDP across them
+            launcher = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(spec.nproc_per_node)]
+        cmd = [*launcher, "-m", "peft_sentiment", "train", "--recipe", str(recipe), "-o", str(run_dir)]
         commands.append(cmd)
         reporter.stage(run, "train", index)
         error, seconds = _run_child(cmd, log, reporter)

@@ -202,6 +202,7 @@ def train(method: str | None, recipe: str | None, output: Path | None, overwrite
     from rich.console import Console
 
     from .artifacts import load_run_config
+    from .dist import world
     from .run import run_training
     from .ui import RichProgress, err_console, format_params, metrics_table
 
@@ -220,16 +221,23 @@ def train(method: str | None, recipe: str | None, output: Path | None, overwrite
         cfg = load_config(recipe, overrides)
     _quiet_libraries()
 
+    main = world().is_main  # under torchrun, one process reports
+
     def on_model(built: Any, trainable: int, total: int) -> None:
         what = f"resuming {resume_run}" if resume_run is not None else cfg.method
-        err_console.print(f"[bold]{what}[/]: {format_params(trainable, total)}")
+        size = world().size
+        per_process = f" on {size} processes" if size > 1 else ""
+        err_console.print(f"[bold]{what}[/]{per_process}: {format_params(trainable, total)}")
 
     progress = RichProgress()
     try:
-        result = run_training(cfg, output=resume_run or output, overwrite=overwrite, callbacks=[progress],
-                              on_model=on_model, resume=resume_run is not None)
+        result = run_training(cfg, output=resume_run or output, overwrite=overwrite,
+                              callbacks=[progress] if main else [], on_model=on_model if main else None,
+                              resume=resume_run is not None)
     finally:
         progress.close()
+    if not main:
+        return
     cfg = load_run_config(result.output)
     s = result.summary
     extra = {
@@ -238,6 +246,8 @@ def train(method: str | None, recipe: str | None, output: Path | None, overwrite
         "peak memory (MiB)": f"{s['peak_memory_mib']:.0f} ({s['peak_memory_kind']})",
         "trainable params": f"{result.trainable_params:,} ({100 * s['trainable_share']:.2f}%)",
     }
+    if s["world_size"] > 1:
+        extra["processes"] = f"{s['world_size']} (global batch {s['global_batch_size']})"
     Console().print(metrics_table(f"{cfg.method} — {result.output}", result.metrics, extra))
 
 
@@ -432,6 +442,14 @@ def push(run: Path, repo_id: str, merged: bool, adapter_only: bool, base_model_i
     Console().print(table)
 
 
+def _processes(launcher: str, nproc_per_node: int | None) -> int:
+    if launcher == "python":
+        if nproc_per_node not in (None, 1):
+            raise click.UsageError("--nproc-per-node needs --launcher torchrun")
+        return 1
+    return nproc_per_node or 2
+
+
 def _wide_console() -> Any:
     """A terminal's own width; a file or pipe gets wide lines rather than wrapped table cells."""
     from rich.console import Console
@@ -461,14 +479,18 @@ def _int_list(text: str, what: str) -> tuple[int, ...]:
               help="Method every other one is compared with on the same reviews.")
 @click.option("--resamples", type=click.IntRange(min=100), default=2000, show_default=True,
               help="Bootstrap resamples for the intervals.")
+@click.option("--launcher", type=click.Choice(["python", "torchrun"]), default="python", show_default=True,
+              help="How each training run starts: one process, or data-parallel through torchrun.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=None,
+              help="Processes per training run with --launcher torchrun. [default: 2]")
 @click.option("--resume", is_flag=True, help="Continue a benchmark folder: finished runs are kept.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing benchmark folder.")
 @click.option("--report", "report_from", type=click.Path(path_type=Path), default=None, metavar="DIR|FILE",
               help="Re-render the tables and plot of a finished benchmark (its folder or results.json); runs nothing.")
 @handle_errors
 def benchmark(output: Path | None, methods: str, seeds: str, sets: tuple[str, ...], eval_sizes: tuple[int, ...],
-              baseline: str, resamples: int, resume: bool, overwrite: bool, report_from: Path | None,
-              **options: Any) -> None:
+              baseline: str, resamples: int, launcher: str, nproc_per_node: int | None, resume: bool,
+              overwrite: bool, report_from: Path | None, **options: Any) -> None:
     """Train every method with every seed, each in its own process, and compare them.
 
     Writes results.json (every run, per-review predictions, environment), results.md and plot.png:
@@ -493,7 +515,7 @@ def benchmark(output: Path | None, methods: str, seeds: str, sets: tuple[str, ..
     spec = BenchmarkSpec(methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                          seeds=_int_list(seeds, "--seeds"), overrides=overrides,
                          eval_test_sizes=tuple(sorted(set(eval_sizes))), baseline=baseline,
-                         resamples=resamples)
+                         resamples=resamples, nproc_per_node=_processes(launcher, nproc_per_node))
     output = output or Path("runs") / f"benchmark-{datetime.now():%Y%m%d-%H%M%S}"
     _quiet_libraries()
     outcome = run_benchmark(spec, output, resume=resume, overwrite=overwrite, reporter=BenchmarkProgress(),

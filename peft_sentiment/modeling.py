@@ -181,7 +181,10 @@ def quantization_config(quant: QuantConfig, model_type: str) -> object:
 
 
 def quantized_load_kwargs(quant: QuantConfig, model_type: str) -> dict:
-    device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+    from .dist import world
+
+    # Under torchrun each process puts its 4-bit base on its own GPU.
+    device = world().local_rank if torch.cuda.is_available() else "cpu"
     return {"quantization_config": quantization_config(quant, model_type), "device_map": {"": device}}
 
 

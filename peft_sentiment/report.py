@@ -64,6 +64,8 @@ def _method_row(label: str, runs: list[dict[str, Any]], n: str, labels: np.ndarr
         row[key] = _spread([t[key] for t in train])
     row["peak_memory_kind"] = train[0].get("peak_memory_kind")
     row["compute_dtype"] = sorted({t.get("compute_dtype") for t in train})
+    row["world_size"] = train[0].get("world_size", 1)
+    row["global_batch_size"] = train[0].get("global_batch_size")
     row["trainable_params"] = train[0]["trainable_params"]
     row["total_params"] = train[0]["total_params"]
     row["trainable_share"] = train[0]["trainable_share"]
@@ -218,8 +220,8 @@ def markdown(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) 
                   "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
         lines += ["| " + " | ".join(row_cells(row)) + " |" for row in rows]
         lines.append("")
-    lines += ["## Runs", "", "| run | status | accuracy | F1 | train s | peak memory MiB | dtype |",
-              "|---|---|---:|---:|---:|---:|---|"]
+    lines += ["## Runs", "", "| run | status | accuracy | F1 | train s | peak memory MiB | dtype | processes |",
+              "|---|---|---:|---:|---:|---:|---|---:|"]
     first_n = next(iter(summary), None)
     for r in results["runs"]:
         if r["status"] == "ok":
@@ -227,9 +229,9 @@ def markdown(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) 
             t = r["train"]
             lines.append(f"| {r['name']} | ok | {ev.get('accuracy', float('nan')):.4f} | "
                          f"{ev.get('f1', float('nan')):.4f} | {t['train_seconds']:.0f} | "
-                         f"{t['peak_memory_mib']:.0f} | {t.get('compute_dtype')} |")
+                         f"{t['peak_memory_mib']:.0f} | {t.get('compute_dtype')} | {t.get('world_size', 1)} |")
         else:
-            lines.append(f"| {r['name']} | {r['status']}: {r.get('error') or ''} | | | | | |")
+            lines.append(f"| {r['name']} | {r['status']}: {r.get('error') or ''} | | | | | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,7 @@ import platform
 import shutil
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -44,6 +45,7 @@ from .config import (
     save_config,
 )
 from .data import load_splits
+from .dist import barrier, world
 from .errors import ConfigError, Interrupted, RunError
 from .metrics import Metrics, binary_metrics
 from .modeling import BuiltModel, apply_method, build_base, count_parameters
@@ -129,9 +131,14 @@ def run_training(
     check_output(output, overwrite)  # before any slow work
     splits = load_splits(cfg.data)
     staging = partial_dir(output)
-    with atomic_dir(output, overwrite, staging=staging, resume=resume,
-                    keep_if=lambda d: last_checkpoint(d) is not None) as tmp:
-        if not resume:
+    me = world()  # under torchrun or accelerate launch every process trains; the main one writes
+    if me.is_main:
+        folder = atomic_dir(output, overwrite, staging=staging, resume=resume,
+                            keep_if=lambda d: last_checkpoint(d) is not None)
+    else:
+        folder = nullcontext(staging)
+    with folder as tmp:
+        if me.is_main and not resume:
             save_config(cfg, tmp / CONFIG_FILE)
             write_json({"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
                        tmp / IN_PROGRESS_FILE)
@@ -144,9 +151,10 @@ def run_training(
             built = build_base(base_cfg, splits.train["text"])
         else:
             built = build_base(cfg, splits.train["text"])
-            if saved_base is not None:  # random base weights exist only here: keep them with the run
+            if saved_base is not None and me.is_main:  # random base weights exist only here: keep them
                 built.base.save_pretrained(saved_base)
                 built.tokenizer.save_pretrained(saved_base)
+        barrier()  # the run folder (and a new base) are on disk for every process
         built = apply_method(built, cfg, saved_base)
         trainable, total = count_parameters(built.model)
         if on_model is not None:
@@ -164,45 +172,57 @@ def run_training(
         built.model.eval()
         with tempfile.TemporaryDirectory(prefix="peft-sentiment-") as work:
             preds = predict_dataset(built.model, built.tokenizer, test_set, cfg.train, Path(work))
-        metrics = binary_metrics(preds.labels.tolist(), preds.preds.tolist())
-        _save_model(built, cfg, tmp)
-        summary = {
-            **metrics.to_dict(),
-            "method": cfg.method,
-            "model": cfg.model.name,
-            "data": cfg.data.source,
-            "train_origin": splits.train_origin,
-            "test_origin": splits.test_origin,
-            "n_train": len(splits.train),
-            "n_test": len(splits.test),
-            "shuffle_seed": cfg.data.shuffle_seed,
-            "seed": cfg.train.seed,
-            "compute_dtype": resolve_precision(cfg.train.precision),
-            "train_seconds": round(result.train_seconds, 2),
-            "train_samples_per_second": round(result.train_samples_per_second, 3),
-            "train_steps": result.steps,
-            "final_train_loss": result.final_loss,
-            "eval_seconds": round(preds.seconds, 2),
-            "eval_samples_per_second": round(len(test_set) / preds.seconds, 3),
-            "peak_memory_mib": round(memory.peak_mib, 1),
-            "peak_memory_kind": memory.kind,
-            "peak_memory_reserved_mib": _round(memory.reserved_mib),
-            "memory_baseline_mib": _round(memory.baseline_mib),
-            "trainable_params": trainable,
-            "total_params": total,
-            "trainable_share": trainable / total,
-            "head_modules": list(built.head_modules),
-            "device": device_name(),
-            "versions": versions(),
-        }
+        metrics = binary_metrics(preds.labels.tolist(), preds.preds.tolist())  # every review once
+        summary = _summary(cfg, splits, metrics, result, preds, memory, built, trainable, total, me.size)
         if checkpoint is not None:
             summary["resumed_from"] = checkpoint.name  # train_seconds covers the resumed part only
+        if not me.is_main:
+            return RunResult(output=output, metrics=metrics, train=result, trainable_params=trainable,
+                             total_params=total, summary=summary)
+        _save_model(built, cfg, tmp)
         write_json(summary, tmp / METRICS_FILE)
         write_log(result.log, tmp / LOG_FILE)
         shutil.rmtree(tmp / CHECKPOINTS_DIR, ignore_errors=True)  # the finished run needs none
         (tmp / IN_PROGRESS_FILE).unlink()
     return RunResult(output=output, metrics=metrics, train=result, trainable_params=trainable,
                      total_params=total, summary=summary)
+
+
+def _summary(cfg: RunConfig, splits: Any, metrics: Metrics, result: TrainResult, preds: Any,
+             memory: Any, built: BuiltModel, trainable: int, total: int, world_size: int) -> dict[str, Any]:
+    """What metrics.json holds."""
+    return {
+        **metrics.to_dict(),
+        "method": cfg.method,
+        "model": cfg.model.name,
+        "data": cfg.data.source,
+        "train_origin": splits.train_origin,
+        "test_origin": splits.test_origin,
+        "n_train": len(splits.train),
+        "n_test": len(splits.test),
+        "shuffle_seed": cfg.data.shuffle_seed,
+        "seed": cfg.train.seed,
+        "compute_dtype": resolve_precision(cfg.train.precision),
+        "train_seconds": round(result.train_seconds, 2),
+        "train_samples_per_second": round(result.train_samples_per_second, 3),
+        "train_steps": result.steps,
+        "final_train_loss": result.final_loss,
+        "eval_seconds": round(preds.seconds, 2),
+        "eval_samples_per_second": round(metrics.n / preds.seconds, 3),
+        "peak_memory_mib": round(memory.peak_mib, 1),
+        "peak_memory_kind": memory.kind,
+        "peak_memory_reserved_mib": _round(memory.reserved_mib),
+        "memory_baseline_mib": _round(memory.baseline_mib),
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_share": trainable / total,
+        "head_modules": list(built.head_modules),
+        "device": device_name(),
+        "world_size": world_size,  # processes training data-parallel
+        "per_device_batch_size": cfg.train.batch_size,
+        "global_batch_size": cfg.train.batch_size * world_size,  # what one optimizer step sees
+        "versions": versions(),
+    }
 
 
 def _resume_point(output: Path, cfg: RunConfig | None) -> tuple[RunConfig, Path]:

@@ -79,6 +79,9 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, evaluate: bool) -> Tr
         logging_strategy="steps",
         logging_steps=cfg.logging_steps,
         report_to=[],
+        # Data parallel: every trainable parameter gets a gradient in every method here (frozen
+        # weights are not tracked by DDP), so the unused-parameter search is skipped.
+        ddp_find_unused_parameters=False,
         disable_tqdm=True,  # progress is the caller's callback
         dataloader_num_workers=0,  # workers would each start their own thread pool on the CPU
         use_cpu=not torch.cuda.is_available(),

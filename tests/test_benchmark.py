@@ -246,3 +246,8 @@ def test_a_second_benchmark_into_the_same_folder_is_refused(tmp_path: Path) -> N
         result = invoke(["benchmark", "-o", out, "--methods", "smoke"])
     assert_one_line_error(result, 1, "is being written by process")
     assert not out.exists()
+
+
+def test_nproc_per_node_needs_torchrun(tmp_path: Path) -> None:
+    result = invoke(["benchmark", "-o", tmp_path / "out", "--methods", "smoke", "--nproc-per-node", "2"])
+    assert_one_line_error(result, 2, "--nproc-per-node needs --launcher torchrun")
