@@ -21,11 +21,23 @@ class World:
         return self.rank == 0
 
 
+# (world size, rank, local rank) as torchrun (and accelerate launch on GPUs), Open MPI and MPICH set them
+# (accelerate's multi-CPU mode starts its processes through mpirun).
+_LAUNCHERS = (
+    ("WORLD_SIZE", "RANK", "LOCAL_RANK"),
+    ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("PMI_SIZE", "PMI_RANK", "MPI_LOCALRANKID"),
+)
+
+
 def world() -> World:
-    """This process's place, from the variables torchrun and accelerate launch set."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    return World(rank=rank, local_rank=int(os.environ.get("LOCAL_RANK", str(rank))), size=size)
+    """This process's place, from the variables its launcher set; one process when there is none."""
+    for size_key, rank_key, local_key in _LAUNCHERS:
+        if size_key in os.environ:
+            rank = int(os.environ.get(rank_key, "0"))
+            local = int(os.environ.get(local_key, str(rank)))
+            return World(rank=rank, local_rank=local, size=int(os.environ[size_key]))
+    return World(rank=0, local_rank=0, size=1)
 
 
 def barrier() -> None:

@@ -86,3 +86,23 @@ def test_benchmark_launches_its_runs_through_torchrun(tmp_path: Path) -> None:
     assert run["commands"][0][1:5] == ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
     assert results["spec"]["nproc_per_node"] == 2
     assert "| 2 |" in (out / "results.md").read_text()  # the processes column
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, (0, 0, 1)),
+    ({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}, (3, 1, 4)),
+    ({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_LOCAL_RANK": "1"}, (1, 1, 2)),
+    ({"PMI_SIZE": "2", "PMI_RANK": "1"}, (1, 1, 2)),
+])
+def test_world_from_the_launcher(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                 expected: tuple[int, int, int]) -> None:
+    from peft_sentiment.dist import world
+
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK",
+                "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_SIZE", "PMI_RANK", "MPI_LOCALRANKID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    w = world()
+    assert (w.rank, w.local_rank, w.size) == expected
+    assert w.is_main is (expected[0] == 0)
