@@ -213,7 +213,7 @@ def test_training_moved_the_trained_weights(method_run: dict[str, Any]) -> None:
 
     path = method_run["path"]
     if method_run["method"] == "head":
-        return  # covered by the head comparison below
+        return  # a full model: test_head_only_run_changes_only_the_head compares it weight by weight
     weights = load_file(path / "adapter" / "adapter_model.safetensors")
     if method_run["method"] == "ia3":
         vectors = [w for k, w in weights.items() if "ia3_l" in k]
@@ -223,16 +223,19 @@ def test_training_moved_the_trained_weights(method_run: dict[str, Any]) -> None:
         assert lora_b and any(w.abs().sum() > 0 for w in lora_b)  # B starts at zero
 
 
-def test_head_only_run_changes_only_the_head(tmp_path: Path, method_run: dict[str, Any]) -> None:
-    if method_run["method"] != "head":
-        pytest.skip("head-only runs only")
+@pytest.fixture(scope="module")
+def head_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _run(tmp_path_factory, "head")
+
+
+def test_head_only_run_changes_only_the_head(head_run: dict[str, Any]) -> None:
     from safetensors.torch import load_file
 
     from peft_sentiment.modeling import build_base
 
     cfg = load_config("smoke", {"method": "head", "train.epochs": 2})
     initial = {n: p.detach() for n, p in build_base(cfg, _smoke_train_texts(cfg)).base.named_parameters()}
-    trained = load_file(method_run["path"] / "model" / "model.safetensors")
+    trained = load_file(head_run["path"] / "model" / "model.safetensors")
     for name, value in initial.items():
         if name.startswith(("pre_classifier.", "classifier.")):
             assert not torch.equal(trained[name], value), name
