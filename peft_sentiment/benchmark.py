@@ -393,9 +393,55 @@ def _run_figures(output: Path, run: PlannedRun, spec: BenchmarkSpec,
     return figures
 
 
+def collect_folder(folder: Path) -> dict[str, Any]:
+    """Results of a benchmark folder as it stands, finished or still running: every run that has
+    started is listed, and the unfinished ones are marked missing."""
+    try:
+        spec = BenchmarkSpec.from_dict(json.loads((folder / SPEC_FILE).read_text()))
+    except (ValueError, KeyError, TypeError) as err:
+        raise RunError(f"{folder / SPEC_FILE} is unreadable: {err}") from None
+    runs = []
+    for seed in spec.seeds:
+        for method in spec.methods:
+            name = f"{method_label(method)}-seed{seed}"
+            recipe = folder / "configs" / f"{name}.yaml"
+            if recipe.is_file():  # resolved when the run started
+                runs.append(PlannedRun(name, method_label(method), seed, load_config(recipe)))
+    previous = folder / RESULTS_FILE
+    command = None
+    if previous.is_file():
+        try:
+            command = json.loads(previous.read_text()).get("command")
+        except ValueError:
+            pass
+    records = {run.name: record for run in runs if (record := _failure_from_log(folder, run)) is not None}
+    results = collect(folder, spec, runs, records)
+    results["command"] = command
+    return results
+
+
+def _failure_from_log(folder: Path, run: PlannedRun) -> dict[str, Any] | None:
+    """The record of a run whose last child process failed, read back from its log."""
+    log = folder / "logs" / f"{run.name}.log"
+    if not log.is_file() or _finished(folder / "runs" / run.name):
+        return None
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    exits = [i for i, line in enumerate(lines) if re.fullmatch(r"\[exit -?\d+\]", line)]
+    if not exits or lines[exits[-1]] == "[exit 0]":
+        return None
+    errors = [line.removeprefix("Error:").strip() for line in lines[: exits[-1]] if line.startswith("Error:")]
+    message = errors[-1] if errors else "see the log"
+    return {"name": run.name, "label": run.label, "seed": run.seed, "method": run.config.method,
+            "status": "failed", "error": f"{lines[exits[-1]][1:-1]}: {message}",
+            "log": str(log.relative_to(folder))}
+
+
 def load_results(path: Path) -> dict[str, Any]:
-    """A results.json, or the results.json inside a benchmark folder."""
+    """A results.json, or the results of a benchmark folder: collected afresh from its runs when it
+    has them (it may still be running), else its results.json."""
     path = Path(path)
+    if path.is_dir() and (path / SPEC_FILE).is_file() and (path / "runs").is_dir():
+        return collect_folder(path)
     file = path / RESULTS_FILE if path.is_dir() else path
     if not file.is_file():
         raise RunError(f"no {RESULTS_FILE} in {path}: run the benchmark first")

@@ -189,7 +189,7 @@ def _setting(results: dict[str, Any]) -> str:
         return "benchmark"
     cfg = runs[0]["config"]
     name = cfg["model"]["name"]
-    model = Path(name).name if Path(name).is_absolute() else name  # a local folder: its name
+    model = "/".join(Path(name).parts[-2:]) if Path(name).is_absolute() else name  # a local folder
     random = " (random weights)" if cfg["model"].get("random_init") else ""
     return f"{model}{random}, {cfg['data']['train_size']} train reviews"
 

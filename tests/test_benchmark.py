@@ -251,3 +251,17 @@ def test_a_second_benchmark_into_the_same_folder_is_refused(tmp_path: Path) -> N
 def test_nproc_per_node_needs_torchrun(tmp_path: Path) -> None:
     result = invoke(["benchmark", "-o", tmp_path / "out", "--methods", "smoke", "--nproc-per-node", "2"])
     assert_one_line_error(result, 2, "--nproc-per-node needs --launcher torchrun")
+
+
+def test_report_of_a_folder_still_running(bench: dict[str, Any], tmp_path: Path) -> None:
+    """Without results.json (the benchmark has not finished), --report collects the runs on disk."""
+    live = tmp_path / "live"
+    shutil.copytree(bench["out"], live)
+    (live / "results.json").unlink()
+    shutil.rmtree(live / "evals" / "smoke-seed2")  # a run still being evaluated
+    result = invoke(["benchmark", "--report", live])
+    assert result.exit_code == 0, result.output
+    md = (live / "results.md").read_text()
+    assert "| smoke-seed2 | missing" in md and "| smoke_full-seed2 | ok |" in md
+    assert "| broken-seed1 | failed: exit 1: " in md and "no-such-data" in md  # read back from its log
+    assert not (live / "results.json").exists()
