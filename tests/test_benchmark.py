@@ -258,6 +258,9 @@ def test_report_of_a_folder_still_running(bench: dict[str, Any], tmp_path: Path)
     live = tmp_path / "live"
     shutil.copytree(bench["out"], live)
     (live / "results.json").unlink()
+    spec = json.loads((live / "benchmark.json").read_text())  # as first started (a resume may narrow it)
+    spec["methods"] = [str(bench["folder"] / "broken.yaml"), str(bench["folder"] / "smoke_full.yaml"), "smoke"]
+    (live / "benchmark.json").write_text(json.dumps(spec))
     shutil.rmtree(live / "evals" / "smoke-seed2")  # a run still being evaluated
     result = invoke(["benchmark", "--report", live])
     assert result.exit_code == 0, result.output
