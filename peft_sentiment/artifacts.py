@@ -31,7 +31,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from .config import QuantConfig, RunConfig, build, expand_path, looks_like_path, path_exists, read_recipe
 from .data import ID2LABEL, LABEL2ID
-from .errors import ModelError, RunError
+from .errors import ModelError, RunError, first_line
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -319,7 +319,7 @@ def check_weights(folder: Path, kind: str) -> None:
                 for key in f.keys():  # reads every tensor: a truncated file fails here
                     f.get_slice(key)[:1]
         except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad file
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            first = first_line(err)
             raise ModelError(f"{file} is damaged or truncated ({first})") from None
 
 
@@ -367,7 +367,7 @@ def load_adapter(adapter_dir: Path | str, base_dir: Path | None,
     try:
         model = PeftModel.from_pretrained(base, str(adapter_dir))
     except Exception as err:  # noqa: BLE001 - shapes or names from another base model
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first_line(err)
         raise ModelError(f"the adapter in {adapter_dir} does not fit the base {base_source}: {first}") from None
     try:
         if isinstance(adapter_dir, Path):
@@ -383,6 +383,6 @@ def load_adapter(adapter_dir: Path | str, base_dir: Path | None,
 
 def _message(source: str | Path, err: BaseException) -> str:
     if path_exists(str(source)):
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first_line(err)
         return f"cannot load {source}: {first}"
     return f"cannot load {str(source)!r} from the Hub (no network or no such repo): pass a local folder"

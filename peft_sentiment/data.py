@@ -14,7 +14,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from .config import DataConfig, expand_path, looks_like_path
-from .errors import DataError
+from .errors import DataError, first_line
 
 ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}
 LABEL2ID = {v: k for k, v in ID2LABEL.items()}
@@ -75,10 +75,10 @@ def _load_hub_split(dataset_id: str, split: str) -> Dataset:
     except ValueError as err:
         if "split" in str(err).lower():
             raise DataError(f"dataset {dataset_id} has no split {split!r}") from None
-        raise DataError(f"cannot load dataset {dataset_id}: {_first_line(err)}") from None
+        raise DataError(f"cannot load dataset {dataset_id}: {first_line(err)}") from None
     except Exception as err:  # noqa: BLE001 - network and Hub errors come in many types
         raise DataError(
-            f"cannot load dataset {dataset_id!r} from the Hub ({_first_line(err)}); "
+            f"cannot load dataset {dataset_id!r} from the Hub ({first_line(err)}); "
             "without network pass a local folder with --data"
         ) from None
 
@@ -106,7 +106,7 @@ def _load_file_split(folder: Path, split: str) -> tuple[Dataset, str]:
         else:
             ds = Dataset.from_json(str(file))
     except Exception as err:  # noqa: BLE001 - pyarrow/pandas raise many types for bad files
-        raise DataError(f"cannot read {file}: {_first_line(err)}") from None
+        raise DataError(f"cannot read {file}: {first_line(err)}") from None
     return ds, str(file)
 
 
@@ -190,6 +190,3 @@ def _label_id(value: object) -> int | None:
     return None
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

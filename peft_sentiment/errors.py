@@ -33,3 +33,9 @@ class Interrupted(PeftSentimentError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line errors."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

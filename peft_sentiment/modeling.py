@@ -30,7 +30,7 @@ from .config import (
     path_exists,
 )
 from .data import ID2LABEL, LABEL2ID
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, ModelError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _four_bit_problem() -> str | None:
             layer(torch.ones(2, 16, device=device))
             _PROBE[device] = None
         except Exception as err:  # noqa: BLE001 - any failure means no 4-bit here
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            first = first_line(err)
             _PROBE[device] = (f"bitsandbytes {getattr(bnb, '__version__', '?')} cannot run 4-bit on the "
                               f"{device} ({first})")
     return _PROBE[device]
@@ -376,7 +376,7 @@ def _check_local(source: str, what: str) -> None:
 
 def _load_message(what: str, source: str, err: BaseException) -> str:
     if path_exists(source, folder=True):
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first_line(err)
         return f"cannot load {what} from {source}: {first}"
     return (
         f"cannot load {what} {source!r} from the Hub (no network or no such repo): "
