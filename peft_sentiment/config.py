@@ -29,7 +29,7 @@ METHOD_NAMES = {
     "ia3": "(IA)3",
     "head": "head-only training",
 }
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 
 DEFAULT_MODEL = "distilbert-base-uncased"
@@ -143,8 +143,12 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     seed: int = 42  # model init, dropout and batch order
-    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # auto: see perf.choose_precision
     group_by_length: bool = False  # batches of similar length: less padding
+    # Dropout on the attention probabilities; None keeps the model's own (DistilBERT/BERT: 0.1). At 0
+    # PyTorch's fused attention kernel runs instead of one that draws a batch x heads x len x len mask.
+    attention_dropout: float | None = None
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory
     logging_steps: int = 10
     save_steps: int | None = None  # checkpoint every N optimizer steps, for --resume
     save_every_epoch: bool = False  # checkpoint at the end of each epoch
@@ -169,6 +173,8 @@ class TrainConfig:
             raise ConfigError("pass train.save_steps or train.save_every_epoch, not both")
         if self.keep_checkpoints <= 0:
             raise ConfigError(f"train.keep_checkpoints must be positive, got {self.keep_checkpoints}")
+        if self.attention_dropout is not None and not 0.0 <= self.attention_dropout < 1.0:
+            raise ConfigError(f"train.attention_dropout must be in [0, 1), got {self.attention_dropout}")
 
 
 @dataclass(frozen=True)

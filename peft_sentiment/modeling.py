@@ -91,7 +91,7 @@ def build_base(cfg: RunConfig, train_texts: Iterable[str] | None = None) -> Buil
     set_seed(cfg.train.seed)  # before any random init: the head and LoRA A are drawn here
     tokenizer = load_tokenizer(cfg.model, train_texts)
     quant = cfg.quant if cfg.method == "qlora" and not cfg.model.builds_new_weights else None
-    base, new_modules = _load_base(cfg.model, tokenizer, quant)
+    base, new_modules = _load_base(cfg.model, tokenizer, quant, cfg.train.attention_dropout)
     head = head_modules(base.config.model_type, new_modules, base)
     return BuiltModel(model=base, tokenizer=tokenizer, base=base, head_modules=head)
 
@@ -258,8 +258,23 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     return BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
 
 
-def _load_base(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase,
-               quant: QuantConfig | None = None) -> tuple[PreTrainedModel, set[str]]:
+# Where each architecture keeps its dropout on attention probabilities.
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+
+
+def attention_dropout_fields(config: object, value: float | None) -> dict[str, float]:
+    """Config fields that set the attention dropout to `value` (none for None)."""
+    if value is None:
+        return {}
+    keys = [key for key in ATTENTION_DROPOUT_KEYS if hasattr(config, key)]
+    if not keys:
+        raise ConfigError(f"train.attention_dropout: {getattr(config, 'model_type', 'this model')} has no "
+                          "attention dropout setting")
+    return {key: value for key in keys}
+
+
+def _load_base(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, quant: QuantConfig | None = None,
+               attention_dropout: float | None = None) -> tuple[PreTrainedModel, set[str]]:
     """The classifier and the names of the modules whose weights are new (not from a checkpoint)."""
     labels = {"num_labels": 2, "id2label": dict(ID2LABEL), "label2id": dict(LABEL2ID)}
     if cfg.architecture is not None:
@@ -271,21 +286,23 @@ def _load_base(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase,
             config = AutoConfig.for_model(model_type, **fields, **labels)
         except (ValueError, TypeError) as err:
             raise ConfigError(f"model.architecture: {err}") from None
+        for key, value in attention_dropout_fields(config, attention_dropout).items():
+            setattr(config, key, value)
         model = AutoModelForSequenceClassification.from_config(config)
         return model, {name for name, _ in model.named_modules()}
     _check_local(cfg.name, "model")
     try:
+        config = AutoConfig.from_pretrained(cfg.name, trust_remote_code=cfg.trust_remote_code, **labels)
+        dropout = attention_dropout_fields(config, attention_dropout)
         if cfg.random_init:
-            config = AutoConfig.from_pretrained(cfg.name, trust_remote_code=cfg.trust_remote_code, **labels)
+            for key, value in dropout.items():
+                setattr(config, key, value)
             model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=cfg.trust_remote_code)
             return model, {name for name, _ in model.named_modules()}
-        extra = {}
-        if quant is not None:
-            extra = quantized_load_kwargs(quant, AutoConfig.from_pretrained(
-                cfg.name, trust_remote_code=cfg.trust_remote_code).model_type)
+        extra = quantized_load_kwargs(quant, config.model_type) if quant is not None else {}
         model, info = AutoModelForSequenceClassification.from_pretrained(
             cfg.name, output_loading_info=True, use_safetensors=True,
-            trust_remote_code=cfg.trust_remote_code, **labels, **extra
+            trust_remote_code=cfg.trust_remote_code, **labels, **dropout, **extra
         )
     except (ModelError, ConfigError):
         raise

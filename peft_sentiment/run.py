@@ -47,9 +47,11 @@ from .config import (
 from .data import load_splits
 from .dist import barrier, world
 from .errors import ConfigError, Interrupted, RunError
+from .flops import forward_flops, model_shape, training_flops, utilization
 from .metrics import Metrics, binary_metrics
 from .modeling import BuiltModel, apply_method, build_base, count_parameters
 from .perf import device_name, peak_memory, reset_peak_memory
+from .probe import peak_flops
 from .train import TrainResult, predict_dataset, resolve_precision, tokenize, train, write_log
 
 PACKAGES = ("peft-sentiment", "torch", "transformers", "peft", "datasets", "accelerate")
@@ -129,6 +131,7 @@ def run_training(
         cfg = absolute_local_paths(cfg)
         checkpoint = None
     check_output(output, overwrite)  # before any slow work
+    resolve_precision(cfg.train.precision)  # likewise: fp16 without CUDA is refused here
     splits = load_splits(cfg.data)
     staging = partial_dir(output)
     me = world()  # under torchrun or accelerate launch every process trains; the main one writes
@@ -174,6 +177,8 @@ def run_training(
             preds = predict_dataset(built.model, built.tokenizer, test_set, cfg.train, Path(work))
         metrics = binary_metrics(preds.labels.tolist(), preds.preds.tolist())  # every review once
         summary = _summary(cfg, splits, metrics, result, preds, memory, built, trainable, total, me.size)
+        summary.update(throughput(built, train_set["length"], test_set["length"], cfg, result, preds.seconds,
+                                  me.size))
         if checkpoint is not None:
             summary["resumed_from"] = checkpoint.name  # train_seconds covers the resumed part only
         if not me.is_main:
@@ -222,6 +227,30 @@ def _summary(cfg: RunConfig, splits: Any, metrics: Metrics, result: TrainResult,
         "per_device_batch_size": cfg.train.batch_size,
         "global_batch_size": cfg.train.batch_size * world_size,  # what one optimizer step sees
         "versions": versions(),
+    }
+
+
+def throughput(built: BuiltModel, train_lengths: Sequence[int], test_lengths: Sequence[int],
+               cfg: RunConfig, result: TrainResult, eval_seconds: float, processes: int) -> dict[str, Any]:
+    """Tokens per second and model FLOPs utilization of training and of the final evaluation (the
+    formula is in flops.py; the peak comes from the cached matmul probe of probe.py)."""
+    precision = resolve_precision(cfg.train.precision)
+    shape = model_shape(built.model, built.head_modules)
+    peak = peak_flops(precision)
+    train_tokens = sum(train_lengths) * cfg.train.epochs * result.share
+    train_flops = training_flops(shape, train_lengths, cfg.train.epochs) * result.share
+    eval_flops = forward_flops(shape, test_lengths)
+    train_mfu = utilization(train_flops, result.train_seconds, peak, processes)
+    eval_mfu = utilization(eval_flops, eval_seconds, peak, processes)
+    return {
+        "train_wall_seconds": round(result.wall_seconds, 2),  # with the per-epoch evaluations
+        "train_tokens": int(train_tokens),  # real tokens, padding excluded
+        "train_tokens_per_second": round(train_tokens / result.train_seconds, 1),
+        "train_flops": train_flops,
+        "train_mfu": None if train_mfu is None else round(train_mfu, 4),
+        "eval_tokens_per_second": round(sum(test_lengths) / eval_seconds, 1) if eval_seconds > 0 else None,
+        "eval_mfu": None if eval_mfu is None else round(eval_mfu, 4),
+        "peak_flops_per_second": peak,  # per process, probed for this precision on this device
     }
 
 

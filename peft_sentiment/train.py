@@ -25,35 +25,24 @@ from transformers import (
 from .config import TrainConfig
 from .errors import Interrupted
 from .metrics import binary_metrics
-from .perf import cpu_flags
+from .probe import choose_precision
+from .tokens import tokenize  # noqa: F401 - re-exported
 
 
 @dataclass
 class TrainResult:
-    train_seconds: float
+    train_seconds: float  # the optimizer steps: the evaluations after each epoch are not counted
     train_samples_per_second: float
     steps: int
     final_loss: float
     log: list[dict[str, Any]] = field(default_factory=list)
+    wall_seconds: float = 0.0  # all of trainer.train(), evaluations included
+    share: float = 1.0  # the part of the run's steps done in this process (less after a resume)
 
 
 def resolve_precision(precision: str) -> str:
-    """`auto` -> bf16 where the hardware runs it natively (CUDA bf16, or AVX512-BF16/AMX), else fp32."""
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
-
-
-def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:
-    """Token ids for each review, truncated to `max_length`; padding happens per batch."""
-    def encode(batch: dict[str, list]) -> dict[str, list]:
-        encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
-        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]  # for length-grouped batches
-        return encoded
-
-    return dataset.map(encode, batched=True, remove_columns=["text"], desc="Tokenizing")
+    """The precision a run computes in (`auto` resolved for this machine: see probe.choose_precision)."""
+    return choose_precision(precision)
 
 
 def training_arguments(cfg: TrainConfig, output_dir: Path, evaluate: bool) -> TrainingArguments:
@@ -69,6 +58,10 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, evaluate: bool) -> Tr
         lr_scheduler_type=cfg.scheduler,
         seed=cfg.seed,
         bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        # Non-reentrant checkpointing needs no gradient on the inputs, so frozen embeddings work.
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         length_column_name="length",
         eval_strategy="epoch" if evaluate else "no",
@@ -172,23 +165,39 @@ def train(
     order are restored by the Trainer). Raises `Interrupted` after a signal's checkpoint."""
     stopper = StopOnSignal()
     trainer = make_trainer(model, tokenizer, cfg, work_dir, train_set, test_set, [stopper, *callbacks])
+    first_step = _checkpoint_step(resume_from)
     start = time.perf_counter()
     with stopper:
         output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    seconds = time.perf_counter() - start
+    wall = time.perf_counter() - start
     if stopper.signum is not None:
         name = signal.Signals(stopper.signum).name
         raise Interrupted(f"{name}: stopped at step {stopper.step} of {trainer.state.max_steps} after "
                           "saving a checkpoint", stopper.signum)
     # The Trainer's history: after a resume it also holds what was logged before the checkpoint.
     log = [dict(entry) for entry in trainer.state.log_history]
+    evaluating = sum(e.get("eval_runtime", 0.0) for e in log if e.get("step", 0) > first_step)
+    seconds = max(wall - evaluating, 1e-9)
+    share = (output.global_step - first_step) / max(trainer.state.max_steps, 1)
+    samples = cfg.epochs * len(train_set) * share
     return TrainResult(
         train_seconds=seconds,
-        train_samples_per_second=output.metrics.get("train_samples_per_second", 0.0),
+        train_samples_per_second=samples / seconds,
         steps=output.global_step,
         final_loss=output.training_loss,
         log=log,
+        wall_seconds=wall,
+        share=share,
     )
+
+
+def _checkpoint_step(checkpoint: Path | None) -> int:
+    if checkpoint is None:
+        return 0
+    try:
+        return int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 @dataclass

@@ -35,6 +35,8 @@ os.environ["HF_HOME"] = _HF_HOME
 os.environ.pop("HF_DATASETS_CACHE", None)
 os.environ.pop("HF_HUB_CACHE", None)
 os.environ.pop("TRANSFORMERS_CACHE", None)
+# The project's own cache (matmul peaks, tokenized data) starts empty too.
+os.environ["PEFT_SENTIMENT_CACHE"] = os.path.join(_HF_HOME, "peft-sentiment")
 # Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads spinning
 # against another process make each step ~100x slower. PEFT_SENTIMENT_TEST_THREADS overrides.
 _THREADS = os.environ.get("PEFT_SENTIMENT_TEST_THREADS", "1")

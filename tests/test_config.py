@@ -73,18 +73,20 @@ def test_seed_recipe_is_the_blog_recipe_exactly() -> None:
 
 
 def test_full_recipe_is_the_seed_recipe_with_fast_compute_only() -> None:
+    """Only how it computes differs: precision, batching, no dropout on attention probabilities."""
     fast, seed = load_config("full"), load_config("seed")
     assert fast.method == seed.method == "full"
     assert fast.data == seed.data and fast.model == seed.model
     assert fast.train.precision == "auto" and fast.train.group_by_length is True
-    same = dict(precision="auto", group_by_length=True, eval_batch_size=fast.train.eval_batch_size)
+    same = dict(precision="auto", group_by_length=True, eval_batch_size=fast.train.eval_batch_size,
+                attention_dropout=0.0)
     assert dataclasses.replace(seed.train, **same) == fast.train
 
 
 def test_lora_recipe_values() -> None:
     cfg = load_config("lora")
     assert cfg.method == "lora"
-    assert cfg.lora == LoraConfig(r=16, alpha=32, dropout=0.1, target_modules=None)
+    assert cfg.lora == LoraConfig(r=16, alpha=32, dropout=0.0, target_modules=None)
     assert cfg.train.lr == 5e-4
     assert (cfg.data.train_size, cfg.data.test_size, cfg.data.shuffle_seed) == (3000, 300, 42)
 
@@ -193,7 +195,7 @@ def test_unknown_key_is_named(tmp_path: Path, text: str, fragments: list[str]) -
         ("train:\n  lr: true\n", ["train.lr", "number"]),
         ("train:\n  group_by_length: 1\n", ["train.group_by_length", "true or false"]),
         ("train:\n  scheduler: step\n", ["train.scheduler", "linear", "'step'"]),
-        ("train:\n  precision: fp16\n", ["train.precision", "'fp16'"]),
+        ("train:\n  precision: fp8\n", ["train.precision", "'fp8'"]),
         ("method: adalora\n", ["method", "'adalora'"]),
         ("model:\n  name: 3\n", ["model.name", "string"]),
         ("lora:\n  target_modules: [1, 2]\n", ["lora.target_modules", "list of strings"]),

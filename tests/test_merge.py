@@ -149,7 +149,7 @@ def test_merged_model_loads_without_peft(lora_run: Path, merged_dir: Path) -> No
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["blocked"] and not out["peft_available"] and out["loaded"] == []
     assert out["id2label"] == {str(k): v for k, v in ID2LABEL.items()}
-    expected = predict(load_pipeline(lora_run), texts)  # base + adapter through peft, in this process
+    expected = predict(load_pipeline(lora_run, precision="fp32"), texts)  # base + adapter through peft, in this process
     assert [p["label"] for p in out["predictions"]] == [p.label for p in expected]
     for got, want in zip(out["predictions"], expected):
         assert got["score"] == pytest.approx(want.score, abs=1e-4)
@@ -157,15 +157,15 @@ def test_merged_model_loads_without_peft(lora_run: Path, merged_dir: Path) -> No
 
 def test_predict_gives_the_same_answers_for_run_and_merged(lora_run: Path, merged_dir: Path) -> None:
     texts = sample_texts(lora_run)
-    from_run = predict(load_pipeline(lora_run), texts)
-    from_merged = predict(load_pipeline(merged_dir), texts)
+    from_run = predict(load_pipeline(lora_run, precision="fp32"), texts)
+    from_merged = predict(load_pipeline(merged_dir, precision="fp32"), texts)
     assert [p.label for p in from_merged] == [p.label for p in from_run]
     assert {p.label for p in from_run} == {"NEGATIVE", "POSITIVE"}
     for a, b in zip(from_merged, from_run):
         assert a.score == pytest.approx(b.score, abs=1e-4)
 
     def cli(source: Path) -> list[dict[str, Any]]:
-        result = invoke(["predict", source, "--json", *texts])
+        result = invoke(["predict", source, "--json", "--precision", "fp32", *texts])
         assert result.exit_code == 0, result.output
         return [json.loads(line) for line in result.stdout.splitlines()]
 

@@ -260,7 +260,7 @@ def test_reload_gives_the_same_predictions(method_run: dict[str, Any]) -> None:
 
 
 def test_pipeline_on_the_run(method_run: dict[str, Any]) -> None:
-    preds = predict(load_pipeline(method_run["path"]), PROBE_TEXTS, batch_size=4)
+    preds = predict(load_pipeline(method_run["path"], precision="fp32"), PROBE_TEXTS, batch_size=4)
     expected = method_run["capture"].logits.argmax(-1).tolist()
     assert [p.label for p in preds] == [["NEGATIVE", "POSITIVE"][i] for i in expected]
 
@@ -279,7 +279,7 @@ def test_merge_equivalence(method_run: dict[str, Any], tmp_path: Path) -> None:
     # The merged folder is a plain model: no peft, no 4-bit layers, the same labels.
     files = {p.name for p in (tmp_path / "merged").iterdir()}
     assert "adapter_config.json" not in files and "model.safetensors" in files
-    plain = predict(load_pipeline(tmp_path / "merged"), PROBE_TEXTS, batch_size=4)
+    plain = predict(load_pipeline(tmp_path / "merged", precision="fp32"), PROBE_TEXTS, batch_size=4)
     expected = method_run["capture"].logits.argmax(-1).tolist()
     assert [p.label for p in plain] == [["NEGATIVE", "POSITIVE"][i] for i in expected]
 

@@ -370,7 +370,7 @@ def test_pipeline_gives_same_labels_and_scores(request: pytest.FixtureRequest, m
                                                sub: str) -> None:
     library_run: LibraryRun = request.getfixturevalue(f"library_{method}")
     source = library_run.path / sub if sub else library_run.path
-    preds = predict(load_pipeline(source), PROBE_TEXTS, batch_size=4)
+    preds = predict(load_pipeline(source, precision="fp32"), PROBE_TEXTS, batch_size=4)
     probs = library_run.capture.logits.softmax(-1)
     labels = ["NEGATIVE", "POSITIVE"]
     assert [p.label for p in preds] == [labels[i] for i in probs.argmax(-1).tolist()]

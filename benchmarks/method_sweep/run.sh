@@ -3,7 +3,8 @@
 # the MiniLM stand-in encoder (sentence-transformers/all-MiniLM-L6-v2; distilbert-base-uncased weights
 # are not reachable offline). The protocol of benchmarks/lora_sweep, to compare with it: 1000 train
 # reviews (shuffle(seed=42)), the seed protocol's 300 test reviews, max length 256, bf16 autocast,
-# length-grouped batches, seed 42; each method's own recipe otherwise.
+# length-grouped batches, seed 42; each method's own recipe otherwise (no attention dropout, no LoRA
+# dropout). LoRA at its recipe's rate is run too, as the reference under the same settings.
 #     bash benchmarks/method_sweep/run.sh [OUT_DIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +20,7 @@ run() {  # name, method, extra options...
   HF_HUB_OFFLINE=1 peft-sentiment train --method "$method" "${common[@]}" "$@" -o "$out/$name" \
     > "$out/$name.log" 2>&1 || echo "$name failed: see $out/$name.log"
 }
+run lora-lr5e-4      lora --lr 5e-4 --epochs 2
 # Linear probe: cheap per step (no backward through the encoder), so more epochs are affordable.
 run head-lr1e-3-ep2  head --lr 1e-3 --epochs 2
 run head-lr5e-3-ep2  head --lr 5e-3 --epochs 2

@@ -1,0 +1,309 @@
+"""The performance choices, guarded by what they decide rather than by the clock: the precision `auto`
+picks, the matmul-peak cache, the FLOP count behind MFU, the tokenization cache and its
+invalidation, length-grouped batches, the fused-attention setting, gradient checkpointing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+
+from conftest import assert_one_line_error, invoke, make_rows
+from peft_sentiment import probe
+from peft_sentiment.config import load_config
+from peft_sentiment.errors import ConfigError
+from peft_sentiment.flops import Shape, forward_flops, model_shape, training_flops, utilization
+from peft_sentiment.modeling import build_model
+from peft_sentiment.tokens import cache_key, tokenize
+
+
+# ---------------------------------------------------------------- precision
+
+
+def no_probe(precision: str) -> float:
+    raise AssertionError("the matmul probe must not run for this CPU")
+
+
+def test_auto_is_bf16_on_a_cpu_with_amx() -> None:
+    flags = {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+    assert probe.choose_precision("auto", cuda=False, flags=flags, peak=no_probe) == "bf16"
+
+
+def test_auto_is_fp32_on_a_cpu_without_bf16_instructions() -> None:
+    assert probe.choose_precision("auto", cuda=False, flags={"avx2", "fma", "avx512f"}, peak=no_probe) == "fp32"
+    assert probe.choose_precision("auto", cuda=False, flags=set(), peak=no_probe) == "fp32"
+
+
+@pytest.mark.parametrize(("bf16", "expected"), [(400e9, "bf16"), (210e9, "fp32"), (100e9, "fp32")])
+def test_auto_with_avx512_bf16_alone_follows_the_probe(bf16: float, expected: str) -> None:
+    """Without AMX, bf16 is chosen only when the probe measures it clearly faster than fp32."""
+    peaks = {"fp32": 200e9, "bf16": bf16}
+    got = probe.choose_precision("auto", cuda=False, flags={"avx512_bf16"}, peak=peaks.__getitem__)
+    assert got == expected
+
+
+def test_auto_on_cuda() -> None:
+    assert probe.choose_precision("auto", cuda=True, cuda_bf16=True, peak=no_probe) == "bf16"
+    assert probe.choose_precision("auto", cuda=True, cuda_bf16=False, peak=no_probe) == "fp16"
+
+
+def test_explicit_precision_is_kept_and_fp16_needs_cuda() -> None:
+    assert probe.choose_precision("fp32", cuda=False, flags={"amx_bf16"}, peak=no_probe) == "fp32"
+    assert probe.choose_precision("fp16", cuda=True, peak=no_probe) == "fp16"
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+        probe.choose_precision("fp16", cuda=False, peak=no_probe)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal of fp16")
+def test_cli_refuses_fp16_on_the_cpu(tmp_path: Path) -> None:
+    result = invoke(["train", "--recipe", "smoke", "--precision", "fp16", "-o", tmp_path / "run"])
+    assert_one_line_error(result, 1, "fp16 needs a CUDA GPU")
+    assert not (tmp_path / "run").exists()
+
+
+def test_peak_is_probed_once_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(probe.CACHE_ENV, str(tmp_path))
+    calls: list[str] = []
+
+    def measure(precision: str) -> float:
+        calls.append(precision)
+        return {"fp32": 1e11, "bf16": 3e11}[precision]
+
+    assert probe.peak_flops("fp32", measure) == 1e11
+    assert probe.peak_flops("bf16", measure) == 3e11
+    assert probe.peak_flops("fp32", measure) == 1e11  # from the cache
+    assert calls == ["fp32", "bf16"]
+    cached = json.loads((tmp_path / probe.PEAK_FILE).read_text())
+    assert cached == {probe.device_key(): {"fp32": 1e11, "bf16": 3e11}}
+
+
+def test_the_probe_measures_a_real_rate() -> None:
+    flops = probe.measure_peak("fp32", size=128, repeats=2)
+    assert 1e8 < flops < 1e15
+
+
+# ---------------------------------------------------------------- FLOP count
+
+
+def test_shape_of_tiny_distilbert_by_hand() -> None:
+    """dim 32, hidden 64, 2 layers: per layer q, k, v, out 4 x 32x32 + lin1 32x64 + lin2 64x32."""
+    full = build_model(load_config("smoke", {"method": "full"}), make_texts())
+    shape = model_shape(full.model, full.head_modules)
+    per_layer = 4 * 32 * 32 + 2 * 32 * 64
+    assert shape == Shape(token_weights=2 * per_layer, trainable_token_weights=2 * per_layer,
+                          head_weights=32 * 32 + 32 * 2, layers=2, hidden=32, encoder_trains=True)
+
+    lora = build_model(load_config("smoke", {"method": "lora"}), make_texts())  # r = 8 on all six
+    lora_per_layer = 4 * (32 * 8 + 8 * 32) + (32 * 8 + 8 * 64) + (64 * 8 + 8 * 32)
+    shape = model_shape(lora.model, lora.head_modules)
+    assert shape.token_weights == 2 * (per_layer + lora_per_layer)
+    assert shape.trainable_token_weights == 2 * lora_per_layer
+    assert shape.head_weights == 32 * 32 + 32 * 2  # PEFT's frozen copy of the head is not counted
+    assert shape.encoder_trains
+
+    head = build_model(load_config("smoke", {"method": "head"}), make_texts())
+    shape = model_shape(head.model, head.head_modules)
+    assert shape.trainable_token_weights == 0 and not shape.encoder_trains
+
+
+def test_flops_formula_by_hand() -> None:
+    shape = Shape(token_weights=100, trainable_token_weights=100, head_weights=10, layers=2, hidden=4,
+                  encoder_trains=True)
+    # forward: 2*100*3 + 2*10 + 4*2*4*9 = 600 + 20 + 288
+    assert shape.forward(3) == 908
+    # full: forward + weight grads 2*100*3 + head 2*10 + activation grads 2*100*3 + 8*2*4*9
+    assert shape.training(3) == 908 + 600 + 20 + 600 + 576
+    probe_only = Shape(100, 0, 10, 2, 4, encoder_trains=False)
+    assert probe_only.training(3) == 908 + 20
+    assert training_flops(shape, [3, 3], epochs=2) == 4 * shape.training(3)
+    assert forward_flops(shape, [3, 1]) == shape.forward(3) + shape.forward(1)
+    assert utilization(1e12, 10.0, 2e11, processes=1) == 0.5
+    assert utilization(1e12, 10.0, 2e11, processes=2) == 0.25
+    assert utilization(1e12, 0.0, 2e11) is None
+
+
+def test_metrics_report_tokens_and_mfu(smoke_lora) -> None:  # noqa: ANN001
+    m = smoke_lora.metrics
+    assert m["train_tokens"] > 0 and m["train_tokens_per_second"] > 0
+    assert 0 < m["train_mfu"] < 1 and 0 < m["eval_mfu"] < 1
+    assert m["peak_flops_per_second"] > 0
+    assert m["train_flops"] == pytest.approx(m["train_mfu"] * m["train_seconds"] * m["peak_flops_per_second"],
+                                             rel=0.02)
+    assert m["train_wall_seconds"] >= m["train_seconds"]  # evaluations are not training time
+
+
+# ---------------------------------------------------------------- tokenization cache
+
+
+def make_texts(n: int = 40) -> list[str]:
+    return [row["text"] for row in make_rows(n)]
+
+
+def dataset(n: int = 40, seed: int = 0) -> Dataset:
+    return Dataset.from_list(make_rows(n, seed=seed))
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(probe.CACHE_ENV, str(tmp_path))
+    return tmp_path / "tokenized"
+
+
+@pytest.fixture()
+def tokenizer(tiny_distilbert_dir: Path):  # noqa: ANN201
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_distilbert_dir)
+
+
+def test_tokenization_is_cached_and_reused(cache: Path, tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    first = tokenize(dataset(), tokenizer, 32)
+    assert len(list(cache.iterdir())) == 1
+    assert "length" in first.column_names
+
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("tokenized again despite the cache")
+
+    monkeypatch.setattr(type(tokenizer), "__call__", refuse)
+    again = tokenize(dataset(), tokenizer, 32)
+    assert again["input_ids"] == first["input_ids"] and again["label"] == first["label"]
+
+
+def test_cache_is_invalidated_by_tokenizer_length_and_data(cache: Path, tokenizer, tiny_bert_dirs) -> None:  # noqa: ANN001
+    from transformers import AutoTokenizer
+
+    base = tokenize(dataset(), tokenizer, 32)
+    key = cache_key(dataset(), tokenizer, 32)
+    assert cache_key(dataset(), tokenizer, 8) != key
+    shorter = tokenize(dataset(), tokenizer, 8)
+    assert max(shorter["length"]) <= 8 < max(base["length"])
+
+    other = AutoTokenizer.from_pretrained(tiny_bert_dirs[True])  # same words, BERT's tokenizer
+    assert cache_key(dataset(), other, 32) != key
+    other.add_tokens(["wonderfully"])
+    assert cache_key(dataset(), other, 32) != cache_key(dataset(), AutoTokenizer.from_pretrained(
+        tiny_bert_dirs[True]), 32)
+
+    changed = dataset().to_list()
+    changed[3]["text"] += " boring"
+    assert cache_key(Dataset.from_list(changed), tokenizer, 32) != key
+    relabeled = dataset().to_list()
+    relabeled[0]["label"] = 1 - relabeled[0]["label"]
+    assert cache_key(Dataset.from_list(relabeled), tokenizer, 32) != key
+    assert cache_key(dataset(), tokenizer, 32) == key  # and nothing else moves it
+    assert len(list(cache.iterdir())) == 2
+
+
+def test_cache_off(cache: Path, tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv(probe.CACHE_ENV, "off")
+    tokenize(dataset(), tokenizer, 32)
+    assert not cache.exists()
+
+
+def test_a_damaged_cache_entry_is_rebuilt(cache: Path, tokenizer) -> None:  # noqa: ANN001
+    expected = list(tokenize(dataset(), tokenizer, 32)["input_ids"])
+    entry = next(cache.iterdir())
+    for arrow in entry.glob("*.arrow"):
+        arrow.write_bytes(b"garbage")
+    assert list(tokenize(dataset(), tokenizer, 32)["input_ids"]) == expected
+
+
+# ---------------------------------------------------------------- batching, attention, checkpointing
+
+
+@pytest.mark.parametrize("recipe", ["full", "lora", "dora", "qlora", "ia3", "head"])
+def test_fast_recipes_choose_the_fast_settings(recipe: str) -> None:
+    cfg = load_config(recipe)
+    assert cfg.train.precision == "auto"
+    assert cfg.train.group_by_length
+    assert cfg.train.attention_dropout == 0.0
+    if cfg.method in ("lora", "dora", "qlora"):
+        assert cfg.lora.dropout == 0.0
+
+
+def test_seed_recipe_is_the_plain_one() -> None:
+    cfg = load_config("seed")
+    assert (cfg.train.precision, cfg.train.group_by_length, cfg.train.attention_dropout) == ("fp32", False, None)
+
+
+def test_length_grouped_batches_are_used(tiny_distilbert_dir: Path, tmp_path: Path, tokenizer) -> None:  # noqa: ANN001
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from peft_sentiment.train import make_trainer
+
+    cfg = load_config("smoke", {"model.name": str(tiny_distilbert_dir), "model.architecture": None,
+                                "model.tokenizer_vocab_size": None})
+    built = build_model(cfg)
+    data = tokenize(dataset(64), built.tokenizer, 32)
+    grouped = make_trainer(built.model, built.tokenizer, load_config(
+        "smoke", {"train.group_by_length": True}).train, tmp_path, data, data)
+    assert isinstance(grouped._get_train_sampler(), LengthGroupedSampler)
+    plain = make_trainer(built.model, built.tokenizer, cfg.train, tmp_path, data, data)
+    assert not isinstance(plain._get_train_sampler(), LengthGroupedSampler)
+
+
+@pytest.mark.parametrize(("kind", "key"), [("distilbert", "attention_dropout"),
+                                           ("bert", "attention_probs_dropout_prob")])
+def test_attention_dropout_reaches_the_model(kind: str, key: str, tiny_distilbert_dir: Path,
+                                             tiny_bert_dirs) -> None:  # noqa: ANN001
+    folder = tiny_distilbert_dir if kind == "distilbert" else tiny_bert_dirs[True]
+    overrides = {"model.name": str(folder), "model.architecture": None, "model.tokenizer_vocab_size": None,
+                 "method": "full"}
+    default = build_model(load_config("smoke", overrides))
+    assert getattr(default.model.config, key) == pytest.approx(0.1)
+    built = build_model(load_config("smoke", {**overrides, "train.attention_dropout": 0.0}))
+    assert getattr(built.model.config, key) == 0.0
+    assert built.model.config._attn_implementation == "sdpa"
+    dropouts = [m.p for n, m in built.model.named_modules()
+                if isinstance(m, torch.nn.Dropout) and "attention" in n and ".output." not in n]
+    assert dropouts and all(p == 0.0 for p in dropouts)
+
+
+def test_attention_dropout_of_a_new_model() -> None:
+    built = build_model(load_config("smoke", {"train.attention_dropout": 0.0}), make_texts())
+    assert built.model.config.attention_dropout == 0.0
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_gradient_checkpointing_trains(method: str, tmp_path: Path) -> None:
+    from transformers import TrainerCallback
+
+    from peft_sentiment.run import run_training
+
+    seen: list[bool] = []
+
+    class Check(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            seen.append(base.is_gradient_checkpointing)
+
+    cfg = load_config("smoke", {"method": method, "train.gradient_checkpointing": True, "train.epochs": 1,
+                                "data.train_size": 64, "data.test_size": 32})
+    result = run_training(cfg, output=tmp_path / "run", callbacks=[Check()])
+    assert result.train.steps == 4
+    assert seen == [True] * 4
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train_tokens"] > 0
+
+
+# ---------------------------------------------------------------- prediction
+
+
+def test_prediction_runs_in_the_chosen_precision(lora_run: Path) -> None:
+    from peft_sentiment.predict import load_pipeline, predict
+    from peft_sentiment.probe import choose_precision
+
+    texts = [row["text"] for row in make_rows(64, seed=3)]
+    fp32 = load_pipeline(lora_run, precision="fp32")
+    bf16 = load_pipeline(lora_run, precision="bf16")
+    assert next(fp32.model.parameters()).dtype == torch.float32
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    auto = load_pipeline(lora_run)
+    expected = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[choose_precision("auto")]
+    assert next(auto.model.parameters()).dtype == expected
+    exact, fast = predict(fp32, texts), predict(bf16, texts)
+    agree = sum(a.label == b.label for a, b in zip(exact, fast)) / len(texts)
+    assert agree >= 0.95
+    assert max(abs(a.score - b.score) for a, b in zip(exact, fast) if a.label == b.label) < 0.05
