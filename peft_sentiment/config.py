@@ -233,7 +233,8 @@ def available_recipes() -> list[str]:
 def recipe_path(name_or_path: str) -> Path:
     """A recipe name (file stem in recipes/) or a path to a YAML file."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    named = (recipes_dir() / f"{name_or_path}.yaml").is_file() and path.suffix not in (".yaml", ".yml")
+    if path.suffix in (".yaml", ".yml") or (path.exists() and not (named and path.is_dir())):
         if not path.is_file():
             raise ConfigError(f"recipe not found: {name_or_path}")
         return path

@@ -62,6 +62,8 @@ def _method_row(label: str, runs: list[dict[str, Any]], n: str, labels: np.ndarr
     train = [r["train"] for r in runs]
     for key in ("peak_memory_mib", "train_seconds", "train_samples_per_second"):
         row[key] = _spread([t[key] for t in train])
+    mfu = [t["train_mfu"] for t in train if t.get("train_mfu") is not None]
+    row["train_mfu"] = _spread(mfu) if len(mfu) == len(train) else None
     row["peak_memory_kind"] = train[0].get("peak_memory_kind")
     row["compute_dtype"] = sorted({t.get("compute_dtype") for t in train})
     row["world_size"] = train[0].get("world_size", 1)
@@ -135,8 +137,8 @@ def fmt_mcnemar(row: dict[str, Any]) -> str:
 
 
 COLUMNS = ["method", "seeds", "accuracy [95% CI]", "acc sd", "F1 [95% CI]", "Δ acc vs {base} [95% CI]",
-           "McNemar p (per seed)", "peak memory MiB", "train s", "train samples/s", "eval samples/s",
-           "trainable", "upload"]
+           "McNemar p (per seed)", "peak memory MiB", "train s", "train samples/s", "train MFU",
+           "eval samples/s", "trainable", "upload"]
 
 
 def row_cells(row: dict[str, Any]) -> list[str]:
@@ -152,10 +154,17 @@ def row_cells(row: dict[str, Any]) -> list[str]:
         fmt_spread(row["peak_memory_mib"], 0),
         fmt_spread(row["train_seconds"], 0),
         fmt_spread(row["train_samples_per_second"], 2),
+        _fmt_mfu(row.get("train_mfu")),
         fmt_spread(row["eval_samples_per_second"], 1),
         f"{row['trainable_params']:,} ({100 * row['trainable_share']:.2f}%)",
         f"{fmt_bytes(row['upload_bytes'])} ({row['upload_kind']})",
     ]
+
+
+def _fmt_mfu(spread: dict[str, float | None] | None) -> str:
+    if spread is None or spread["mean"] is None:
+        return "-"
+    return f"{100 * spread['mean']:.1f}%"
 
 
 def _headers(results: dict[str, Any]) -> list[str]:
@@ -164,7 +173,7 @@ def _headers(results: dict[str, Any]) -> list[str]:
 
 
 TERMINAL_COLUMNS = {0: "method", 1: "seeds", 2: "accuracy [95% CI]", 4: "F1 [95% CI]", 5: "Δ acc [95% CI]",
-                    6: "McNemar p", 7: "peak MiB", 8: "train s", 11: "trainable", 12: "upload"}
+                    6: "McNemar p", 7: "peak MiB", 8: "train s", 12: "trainable", 13: "upload"}
 
 
 def rich_tables(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) -> list[Table]:
@@ -212,7 +221,8 @@ def markdown(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) 
     lines += ["Accuracy and F1: mean over seeds, with a 95% percentile bootstrap interval over test reviews "
               f"({spec['resamples']} resamples). Δ acc: this method minus {spec.get('baseline', 'full')} "
               "on the same reviews and seeds, with a paired bootstrap interval; McNemar: exact two-sided "
-              "p-value, one per seed pair. Cost columns: mean ± sd over seeds. Peak memory: "
+              "p-value, one per seed pair. Cost columns: mean ± sd over seeds; train MFU: model FLOPs "
+              "utilization of the training steps (peft_sentiment/flops.py). Peak memory: "
               f"{_memory_kind(summary)}. Upload: what `push` uploads besides the model card.", ""]
     headers = _headers(results)
     for n, rows in summary.items():
@@ -220,8 +230,8 @@ def markdown(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) 
                   "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
         lines += ["| " + " | ".join(row_cells(row)) + " |" for row in rows]
         lines.append("")
-    lines += ["## Runs", "", "| run | status | accuracy | F1 | train s | peak memory MiB | dtype | processes |",
-              "|---|---|---:|---:|---:|---:|---|---:|"]
+    lines += ["## Runs", "", "| run | status | accuracy | F1 | train s | train tokens/s | MFU | peak memory MiB | "
+              "dtype | processes |", "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     first_n = next(iter(summary), None)
     for r in results["runs"]:
         if r["status"] == "ok":
@@ -229,10 +239,16 @@ def markdown(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) 
             t = r["train"]
             lines.append(f"| {r['name']} | ok | {ev.get('accuracy', float('nan')):.4f} | "
                          f"{ev.get('f1', float('nan')):.4f} | {t['train_seconds']:.0f} | "
+                         f"{_fmt_number(t.get('train_tokens_per_second'))} | "
+                         f"{_fmt_mfu({'mean': t.get('train_mfu')})} | "
                          f"{t['peak_memory_mib']:.0f} | {t.get('compute_dtype')} | {t.get('world_size', 1)} |")
         else:
-            lines.append(f"| {r['name']} | {r['status']}: {r.get('error') or ''} | | | | | | |")
+            lines.append(f"| {r['name']} | {r['status']}: {r.get('error') or ''} | | | | | | | | |")
     return "\n".join(lines) + "\n"
+
+
+def _fmt_number(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def _memory_kind(summary: dict[str, list[dict[str, Any]]]) -> str:

@@ -312,3 +312,12 @@ def test_model_folder_with_architecture_is_refused(tmp_path: Path) -> None:
     """A recipe that builds a model from `architecture` must not silently ignore a --model folder."""
     with pytest.raises(ConfigError, match="model.architecture=null"):
         load_config("smoke", {"model.name": str(tmp_path)})
+
+
+def test_recipe_name_wins_over_a_folder_of_that_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run folder called `lora` in the working directory does not hide the lora recipe."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lora").mkdir()
+    assert load_config("lora").method == "lora"
+    (tmp_path / "mine").write_text("method: head\n")  # a file without a suffix is still a path
+    assert load_config("mine").method == "head"

@@ -25,6 +25,7 @@ run lora-lr5e-4      lora --lr 5e-4 --epochs 2
 run head-lr1e-3-ep2  head --lr 1e-3 --epochs 2
 run head-lr5e-3-ep2  head --lr 5e-3 --epochs 2
 run head-lr5e-3-ep4  head --lr 5e-3 --epochs 4
+run head-lr2e-2-ep4  head --lr 2e-2 --epochs 4
 # (IA)3 scaling vectors start at 1 and need rates far above LoRA's.
 run ia3-lr3e-3       ia3  --lr 3e-3 --epochs 2
 run ia3-lr1e-2       ia3  --lr 1e-2 --epochs 2
