@@ -117,6 +117,28 @@ def apply_method(built: BuiltModel, cfg: RunConfig, saved_base: Path | None = No
     return BuiltModel(model=model, tokenizer=built.tokenizer, base=base, head_modules=built.head_modules)
 
 
+# Methods whose saved artifact leaves the frozen base untouched, so the base may train in a lower precision.
+FROZEN_BASE_METHODS = ("lora", "ia3")
+
+
+def store_frozen_linears(model: torch.nn.Module, head: tuple[str, ...], dtype: torch.dtype) -> int:
+    """Keep the frozen linear layers of the encoder in `dtype`; returns how many were cast.
+
+    Under bf16 autocast every linear product rounds its weights to bf16 anyway, so storing the frozen
+    ones in bf16 gives the same products, and spares both their fp32 copies and the bf16 copy that
+    autocast would make (and keep for the backward pass) at every step. Trainable layers, the head,
+    embeddings and norms stay as they are.
+    """
+    cast = 0
+    for name, module in model.named_modules():
+        if (isinstance(module, torch.nn.Linear) and not module.weight.requires_grad
+                and not set(name.split(".")) & set(head) and module.weight.dtype != dtype
+                and not getattr(module.weight, "quant_state", None)):
+            module.to(dtype)
+            cast += 1
+    return cast
+
+
 def freeze_all_but_head(model: PreTrainedModel, head: tuple[str, ...]) -> PreTrainedModel:
     """A linear probe: every encoder weight frozen, the head modules trainable."""
     for name, param in model.named_parameters():

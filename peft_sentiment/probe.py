@@ -77,6 +77,13 @@ def peak_flops(precision: str, measure: Callable[[str], float] = measure_peak) -
     return float(entry[precision])
 
 
+def check_precision(requested: str, cuda: bool | None = None) -> None:
+    """Refuse a precision this machine cannot run well, without probing anything."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if requested == "fp16" and not cuda:
+        raise ConfigError("precision fp16 needs a CUDA GPU: CPUs have no fast fp16 matmul, use bf16 or fp32")
+
+
 def choose_precision(
     requested: str,
     *,
@@ -90,8 +97,7 @@ def choose_precision(
     whichever of the two the matmul probe finds faster (by BF16_MARGIN), so auto is never slower
     than fp32. Arguments default to this machine; tests pass their own."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
-    if requested == "fp16" and not cuda:
-        raise ConfigError("precision fp16 needs a CUDA GPU: CPUs have no fast fp16 matmul, use bf16 or fp32")
+    check_precision(requested, cuda)
     if requested != "auto":
         return requested
     if cuda:

@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
 from transformers import TrainerCallback
 
 from .artifacts import (
@@ -49,9 +50,16 @@ from .dist import barrier, world
 from .errors import ConfigError, Interrupted, RunError
 from .flops import forward_flops, model_shape, training_flops, utilization
 from .metrics import Metrics, binary_metrics
-from .modeling import BuiltModel, apply_method, build_base, count_parameters
+from .modeling import (
+    FROZEN_BASE_METHODS,
+    BuiltModel,
+    apply_method,
+    build_base,
+    count_parameters,
+    store_frozen_linears,
+)
 from .perf import device_name, peak_memory, reset_peak_memory
-from .probe import peak_flops
+from .probe import check_precision, peak_flops
 from .train import TrainResult, predict_dataset, resolve_precision, tokenize, train, write_log
 
 PACKAGES = ("peft-sentiment", "torch", "transformers", "peft", "datasets", "accelerate")
@@ -131,7 +139,7 @@ def run_training(
         cfg = absolute_local_paths(cfg)
         checkpoint = None
     check_output(output, overwrite)  # before any slow work
-    resolve_precision(cfg.train.precision)  # likewise: fp16 without CUDA is refused here
+    check_precision(cfg.train.precision)  # likewise: fp16 without CUDA is refused here
     splits = load_splits(cfg.data)
     staging = partial_dir(output)
     me = world()  # under torchrun or accelerate launch every process trains; the main one writes
@@ -157,8 +165,12 @@ def run_training(
             if saved_base is not None and me.is_main:  # random base weights exist only here: keep them
                 built.base.save_pretrained(saved_base)
                 built.tokenizer.save_pretrained(saved_base)
-        barrier()  # the run folder (and a new base) are on disk for every process
+        if me.is_main:  # probe the matmul peaks once, not in every process at the same time
+            peak_flops(resolve_precision(cfg.train.precision))
+        barrier()  # the run folder, a new base and the probed peaks are on disk for every process
         built = apply_method(built, cfg, saved_base)
+        if cfg.method in FROZEN_BASE_METHODS and resolve_precision(cfg.train.precision) == "bf16":
+            store_frozen_linears(built.model, built.head_modules, torch.bfloat16)
         trainable, total = count_parameters(built.model)
         if on_model is not None:
             on_model(built, trainable, total)

@@ -307,3 +307,37 @@ def test_prediction_runs_in_the_chosen_precision(lora_run: Path) -> None:
     agree = sum(a.label == b.label for a, b in zip(exact, fast)) / len(texts)
     assert agree >= 0.95
     assert max(abs(a.score - b.score) for a, b in zip(exact, fast) if a.label == b.label) < 0.05
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_frozen_base_trains_in_bf16_and_reloads_the_same(method: str, tmp_path: Path) -> None:
+    """Computing in bf16, the frozen linear layers are stored in bf16 (autocast rounds them to bf16 for
+    every product anyway); the saved adapter on the fp32 base predicts exactly what the run measured."""
+    from peft_sentiment.run import evaluate_run, run_training
+
+    dtypes: dict[str, torch.dtype] = {}
+
+    def look(built, trainable: int, total: int) -> None:  # noqa: ANN001
+        for name, module in built.model.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                dtypes[name] = module.weight.dtype
+
+    cfg = load_config("smoke", {"method": method, "train.precision": "bf16", "train.epochs": 2})
+    run = run_training(cfg, output=tmp_path / "run", on_model=look)
+    frozen = {n: d for n, d in dtypes.items() if "lora_" not in n and "classifier" not in n}
+    assert frozen and set(frozen.values()) == {torch.bfloat16}
+    assert {d for n, d in dtypes.items() if "lora_" in n or "classifier" in n} == {torch.float32}
+    again = evaluate_run(tmp_path / "run")
+    assert again.metrics.confusion_matrix == run.metrics.confusion_matrix
+
+
+def test_frozen_base_stays_fp32_in_fp32_and_for_head_only(tmp_path: Path) -> None:
+    from peft_sentiment.run import run_training
+
+    for method, precision in (("lora", "fp32"), ("head", "bf16")):
+        seen: set[torch.dtype] = set()
+        cfg = load_config("smoke", {"method": method, "train.precision": precision, "train.epochs": 1,
+                                    "data.train_size": 32, "data.test_size": 16})
+        run_training(cfg, output=tmp_path / f"{method}-{precision}", on_model=lambda b, t, n: seen.update(
+            m.weight.dtype for m in b.model.modules() if isinstance(m, torch.nn.Linear)))
+        assert seen == {torch.float32}, (method, precision)

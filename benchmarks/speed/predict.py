@@ -66,7 +66,9 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
         seconds = time.perf_counter() - start
-        labels = [line.split("\t")[0] for line in (Path(tmp) / "out.txt").read_text().splitlines()]
+        # One line per review; a review may hold other line separators (U+2028, ...), so split on \n only.
+        lines = (Path(tmp) / "out.txt").read_text().rstrip("\n").split("\n")
+        labels = [line.split("\t")[0] for line in lines]
     rows.append({"contender": "peft-sentiment predict --file (whole process)", "seconds": seconds,
                  "agreement": _agree(base_labels, labels)})
     base = rows[0]["seconds"]
