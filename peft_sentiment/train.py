@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from datasets import Dataset
+from torch.utils.data import SequentialSampler
 from transformers import (
     DataCollatorWithPadding,
     PreTrainedTokenizerBase,
@@ -21,6 +22,7 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.trainer_utils import has_length
 
 from .config import TrainConfig
 from .errors import Interrupted
@@ -88,6 +90,20 @@ def _compute_metrics(eval_pred) -> dict[str, float]:  # noqa: ANN001
     return {"accuracy": m.accuracy, "f1": m.f1}
 
 
+class _Trainer(Trainer):
+    """The Trainer, evaluating in dataset order.
+
+    With length-grouped training batches, transformers also groups evaluation batches by length,
+    which returns predictions in a shuffled order: per-review predictions would no longer line up
+    with the reviews (metrics stay right, paired comparisons across runs would not).
+    """
+
+    def _get_eval_sampler(self, eval_dataset):  # noqa: ANN001, ANN202
+        if eval_dataset is None or not has_length(eval_dataset):
+            return None
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+
 def make_trainer(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -98,7 +114,7 @@ def make_trainer(
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Trainer:
     args = training_arguments(cfg, work_dir, evaluate=train is not None and test is not None)
-    trainer = Trainer(
+    trainer = _Trainer(
         model=model,
         args=args,
         train_dataset=train,

@@ -341,3 +341,16 @@ def test_frozen_base_stays_fp32_in_fp32_and_for_head_only(tmp_path: Path) -> Non
         run_training(cfg, output=tmp_path / f"{method}-{precision}", on_model=lambda b, t, n: seen.update(
             m.weight.dtype for m in b.model.modules() if isinstance(m, torch.nn.Linear)))
         assert seen == {torch.float32}, (method, precision)
+
+
+def test_evaluation_keeps_dataset_order_with_length_grouping(tmp_path: Path) -> None:
+    """Length grouping is for training batches only: predictions come back in the reviews' order."""
+    from peft_sentiment.train import predict_dataset
+
+    cfg = load_config("smoke", {"train.group_by_length": True, "train.eval_batch_size": 4})
+    built = build_model(cfg, make_texts())
+    rows = make_rows(64, seed=5)
+    data = tokenize(Dataset.from_list(rows), built.tokenizer, 32)
+    assert len(set(data["length"])) > 4  # lengths vary, so a length-grouped order would differ
+    preds = predict_dataset(built.model, built.tokenizer, data, cfg.train, tmp_path)
+    assert preds.labels.tolist() == [row["label"] for row in rows]
