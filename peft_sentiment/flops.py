@@ -17,8 +17,8 @@ MFU = counted FLOPs / (seconds x the probed peak FLOP/s of the precision used x 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 

@@ -121,22 +121,18 @@ def apply_method(built: BuiltModel, cfg: RunConfig, saved_base: Path | None = No
 FROZEN_BASE_METHODS = ("lora", "ia3")
 
 
-def store_frozen_linears(model: torch.nn.Module, head: tuple[str, ...], dtype: torch.dtype) -> int:
-    """Keep the frozen linear layers of the encoder in `dtype`; returns how many were cast.
+def store_frozen_linears(model: torch.nn.Module, head: tuple[str, ...], dtype: torch.dtype) -> None:
+    """Keep the frozen linear layers of the encoder in `dtype`.
 
     Under bf16 autocast every linear product rounds its weights to bf16 anyway, so storing the frozen
     ones in bf16 gives the same products, and spares both their fp32 copies and the bf16 copy that
     autocast would make (and keep for the backward pass) at every step. Trainable layers, the head,
     embeddings and norms stay as they are.
     """
-    cast = 0
     for name, module in model.named_modules():
         if (isinstance(module, torch.nn.Linear) and not module.weight.requires_grad
-                and not set(name.split(".")) & set(head) and module.weight.dtype != dtype
-                and not getattr(module.weight, "quant_state", None)):
+                and not set(name.split(".")) & set(head)):
             module.to(dtype)
-            cast += 1
-    return cast
 
 
 def freeze_all_but_head(model: PreTrainedModel, head: tuple[str, ...]) -> PreTrainedModel:
@@ -284,15 +280,16 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
 
 
-def attention_dropout_fields(config: object, value: float | None) -> dict[str, float]:
-    """Config fields that set the attention dropout to `value` (none for None)."""
+def set_attention_dropout(config: object, value: float | None) -> None:
+    """Set the dropout on attention probabilities in a model config (left as it is for None)."""
     if value is None:
-        return {}
+        return
     keys = [key for key in ATTENTION_DROPOUT_KEYS if hasattr(config, key)]
     if not keys:
         raise ConfigError(f"train.attention_dropout: {getattr(config, 'model_type', 'this model')} has no "
                           "attention dropout setting")
-    return {key: value for key in keys}
+    for key in keys:
+        setattr(config, key, value)
 
 
 def _load_base(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, quant: QuantConfig | None = None,
@@ -308,23 +305,20 @@ def _load_base(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, quant: Quan
             config = AutoConfig.for_model(model_type, **fields, **labels)
         except (ValueError, TypeError) as err:
             raise ConfigError(f"model.architecture: {err}") from None
-        for key, value in attention_dropout_fields(config, attention_dropout).items():
-            setattr(config, key, value)
+        set_attention_dropout(config, attention_dropout)
         model = AutoModelForSequenceClassification.from_config(config)
         return model, {name for name, _ in model.named_modules()}
     _check_local(cfg.name, "model")
     try:
         config = AutoConfig.from_pretrained(cfg.name, trust_remote_code=cfg.trust_remote_code, **labels)
-        dropout = attention_dropout_fields(config, attention_dropout)
+        set_attention_dropout(config, attention_dropout)
         if cfg.random_init:
-            for key, value in dropout.items():
-                setattr(config, key, value)
             model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=cfg.trust_remote_code)
             return model, {name for name, _ in model.named_modules()}
         extra = quantized_load_kwargs(quant, config.model_type) if quant is not None else {}
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            cfg.name, output_loading_info=True, use_safetensors=True,
-            trust_remote_code=cfg.trust_remote_code, **labels, **dropout, **extra
+            cfg.name, config=config, output_loading_info=True, use_safetensors=True,
+            trust_remote_code=cfg.trust_remote_code, **extra
         )
     except (ModelError, ConfigError):
         raise

@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+import torch
 from transformers import Pipeline, pipeline
 
 from .artifacts import load_model
 from .errors import DataError, RunError
+from .modeling import is_quantized
+from .probe import DTYPES, choose_precision
 
 BATCH_SIZE = 64  # texts per forward pass: length-sorted, so batches carry little padding
 CHUNK_LINES = 1024  # lines read and predicted at a time by predict_stream
@@ -38,11 +41,6 @@ def load_pipeline(source: str | Path, max_length: int | None = None, precision: 
     """`pipeline("text-classification")` on a run, a model or adapter folder, or a Hub id, on the GPU
     when there is one, with its weights in `precision` (auto: bf16 where that is faster here; a 4-bit
     QLoRA base keeps its own compute dtype)."""
-    import torch
-
-    from .modeling import is_quantized
-    from .probe import DTYPES, choose_precision
-
     loaded = load_model(source)
     dtype = DTYPES[choose_precision(precision)]
     model = loaded.model

@@ -154,17 +154,15 @@ def row_cells(row: dict[str, Any]) -> list[str]:
         fmt_spread(row["peak_memory_mib"], 0),
         fmt_spread(row["train_seconds"], 0),
         fmt_spread(row["train_samples_per_second"], 2),
-        _fmt_mfu(row.get("train_mfu")),
+        _fmt_percent(row["train_mfu"]["mean"] if row["train_mfu"] else None),
         fmt_spread(row["eval_samples_per_second"], 1),
         f"{row['trainable_params']:,} ({100 * row['trainable_share']:.2f}%)",
         f"{fmt_bytes(row['upload_bytes'])} ({row['upload_kind']})",
     ]
 
 
-def _fmt_mfu(spread: dict[str, float | None] | None) -> str:
-    if spread is None or spread["mean"] is None:
-        return "-"
-    return f"{100 * spread['mean']:.1f}%"
+def _fmt_percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def _headers(results: dict[str, Any]) -> list[str]:
@@ -240,7 +238,7 @@ def markdown(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) 
             lines.append(f"| {r['name']} | ok | {ev.get('accuracy', float('nan')):.4f} | "
                          f"{ev.get('f1', float('nan')):.4f} | {t['train_seconds']:.0f} | "
                          f"{_fmt_number(t.get('train_tokens_per_second'))} | "
-                         f"{_fmt_mfu({'mean': t.get('train_mfu')})} | "
+                         f"{_fmt_percent(t.get('train_mfu'))} | "
                          f"{t['peak_memory_mib']:.0f} | {t.get('compute_dtype')} | {t.get('world_size', 1)} |")
         else:
             lines.append(f"| {r['name']} | {r['status']}: {r.get('error') or ''} | | | | | | | | |")

@@ -168,8 +168,9 @@ def run_training(
         if me.is_main:  # probe the matmul peaks once, not in every process at the same time
             peak_flops(resolve_precision(cfg.train.precision))
         barrier()  # the run folder, a new base and the probed peaks are on disk for every process
+        precision = resolve_precision(cfg.train.precision)
         built = apply_method(built, cfg, saved_base)
-        if cfg.method in FROZEN_BASE_METHODS and resolve_precision(cfg.train.precision) == "bf16":
+        if cfg.method in FROZEN_BASE_METHODS and precision == "bf16":
             store_frozen_linears(built.model, built.head_modules, torch.bfloat16)
         trainable, total = count_parameters(built.model)
         if on_model is not None:
@@ -188,9 +189,10 @@ def run_training(
         with tempfile.TemporaryDirectory(prefix="peft-sentiment-") as work:
             preds = predict_dataset(built.model, built.tokenizer, test_set, cfg.train, Path(work))
         metrics = binary_metrics(preds.labels.tolist(), preds.preds.tolist())  # every review once
-        summary = _summary(cfg, splits, metrics, result, preds, memory, built, trainable, total, me.size)
+        summary = _summary(cfg, splits, metrics, result, preds, memory, built, trainable, total, me.size,
+                           precision)
         summary.update(throughput(built, train_set["length"], test_set["length"], cfg, result, preds.seconds,
-                                  me.size))
+                                  me.size, precision))
         if checkpoint is not None:
             summary["resumed_from"] = checkpoint.name  # train_seconds covers the resumed part only
         if not me.is_main:
@@ -206,7 +208,8 @@ def run_training(
 
 
 def _summary(cfg: RunConfig, splits: Any, metrics: Metrics, result: TrainResult, preds: Any,
-             memory: Any, built: BuiltModel, trainable: int, total: int, world_size: int) -> dict[str, Any]:
+             memory: Any, built: BuiltModel, trainable: int, total: int, world_size: int,
+             precision: str) -> dict[str, Any]:
     """What metrics.json holds."""
     return {
         **metrics.to_dict(),
@@ -219,7 +222,7 @@ def _summary(cfg: RunConfig, splits: Any, metrics: Metrics, result: TrainResult,
         "n_test": len(splits.test),
         "shuffle_seed": cfg.data.shuffle_seed,
         "seed": cfg.train.seed,
-        "compute_dtype": resolve_precision(cfg.train.precision),
+        "compute_dtype": precision,
         "train_seconds": round(result.train_seconds, 2),
         "train_samples_per_second": round(result.train_samples_per_second, 3),
         "train_steps": result.steps,
@@ -243,10 +246,10 @@ def _summary(cfg: RunConfig, splits: Any, metrics: Metrics, result: TrainResult,
 
 
 def throughput(built: BuiltModel, train_lengths: Sequence[int], test_lengths: Sequence[int],
-               cfg: RunConfig, result: TrainResult, eval_seconds: float, processes: int) -> dict[str, Any]:
+               cfg: RunConfig, result: TrainResult, eval_seconds: float, processes: int,
+               precision: str) -> dict[str, Any]:
     """Tokens per second and model FLOPs utilization of training and of the final evaluation (the
     formula is in flops.py; the peak comes from the cached matmul probe of probe.py)."""
-    precision = resolve_precision(cfg.train.precision)
     shape = model_shape(built.model, built.head_modules)
     peak = peak_flops(precision)
     train_tokens = sum(train_lengths) * cfg.train.epochs * result.share

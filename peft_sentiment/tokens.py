@@ -44,10 +44,9 @@ def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: i
         shutil.rmtree(tmp, ignore_errors=True)
         encoded.save_to_disk(str(tmp))
         os.replace(tmp, folder)  # whole entries only: a reader never sees half of one
-        return load_from_disk(str(folder))
-    except OSError:
+    except OSError:  # another process stored it first, or the cache is not writable
         shutil.rmtree(tmp, ignore_errors=True)
-        return encoded  # another process stored it first, or the cache is not writable
+    return encoded
 
 
 def tokenized_cache() -> Path | None:

@@ -6,9 +6,10 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from .config import TrainConfig
 from .errors import Interrupted
 from .metrics import binary_metrics
 from .probe import choose_precision
-from .tokens import tokenize  # noqa: F401 - re-exported
+from .tokens import tokenize
 
 
 @dataclass
@@ -83,7 +84,7 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, evaluate: bool) -> Tr
     )
 
 
-def _compute_metrics(eval_pred) -> dict[str, float]:  # noqa: ANN001
+def _compute_metrics(eval_pred) -> dict[str, float]:
     logits, labels = eval_pred
     preds = np.asarray(logits).argmax(axis=-1)
     m = binary_metrics(list(map(int, labels)), list(map(int, preds)))
@@ -98,7 +99,7 @@ class _Trainer(Trainer):
     with the reviews (metrics stay right, paired comparisons across runs would not).
     """
 
-    def _get_eval_sampler(self, eval_dataset):  # noqa: ANN001, ANN202
+    def _get_eval_sampler(self, eval_dataset):
         if eval_dataset is None or not has_length(eval_dataset):
             return None
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
@@ -142,7 +143,7 @@ class StopOnSignal(TrainerCallback):
         self.step = 0
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopOnSignal":
+    def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -158,7 +159,7 @@ class StopOnSignal(TrainerCallback):
             raise KeyboardInterrupt
         self.signum = signum
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_step_end(self, args, state, control, **kwargs):
         self.step = state.global_step
         if self.signum is not None:
             control.should_save = True

@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_one_line_error, invoke, make_rows
 from datasets import Dataset
 
-from conftest import assert_one_line_error, invoke, make_rows
 from peft_sentiment import probe
 from peft_sentiment.config import load_config
 from peft_sentiment.errors import ConfigError
 from peft_sentiment.flops import Shape, forward_flops, model_shape, training_flops, utilization
 from peft_sentiment.modeling import build_model
 from peft_sentiment.tokens import cache_key, tokenize
-
 
 # ---------------------------------------------------------------- precision
 
@@ -125,7 +124,7 @@ def test_flops_formula_by_hand() -> None:
     assert utilization(1e12, 0.0, 2e11) is None
 
 
-def test_metrics_report_tokens_and_mfu(smoke_lora) -> None:  # noqa: ANN001
+def test_metrics_report_tokens_and_mfu(smoke_lora) -> None:
     m = smoke_lora.metrics
     assert m["train_tokens"] > 0 and m["train_tokens_per_second"] > 0
     assert 0 < m["train_mfu"] < 1 and 0 < m["eval_mfu"] < 1
@@ -153,18 +152,18 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture()
-def tokenizer(tiny_distilbert_dir: Path):  # noqa: ANN201
+def tokenizer(tiny_distilbert_dir: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_distilbert_dir)
 
 
-def test_tokenization_is_cached_and_reused(cache: Path, tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_tokenization_is_cached_and_reused(cache: Path, tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
     first = tokenize(dataset(), tokenizer, 32)
     assert len(list(cache.iterdir())) == 1
     assert "length" in first.column_names
 
-    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def refuse(*args, **kwargs):
         raise AssertionError("tokenized again despite the cache")
 
     monkeypatch.setattr(type(tokenizer), "__call__", refuse)
@@ -172,7 +171,7 @@ def test_tokenization_is_cached_and_reused(cache: Path, tokenizer, monkeypatch: 
     assert again["input_ids"] == first["input_ids"] and again["label"] == first["label"]
 
 
-def test_cache_is_invalidated_by_tokenizer_length_and_data(cache: Path, tokenizer, tiny_bert_dirs) -> None:  # noqa: ANN001
+def test_cache_is_invalidated_by_tokenizer_length_and_data(cache: Path, tokenizer, tiny_bert_dirs) -> None:
     from transformers import AutoTokenizer
 
     base = tokenize(dataset(), tokenizer, 32)
@@ -197,13 +196,13 @@ def test_cache_is_invalidated_by_tokenizer_length_and_data(cache: Path, tokenize
     assert len(list(cache.iterdir())) == 2
 
 
-def test_cache_off(cache: Path, tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_cache_off(cache: Path, tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(probe.CACHE_ENV, "off")
     tokenize(dataset(), tokenizer, 32)
     assert not cache.exists()
 
 
-def test_a_damaged_cache_entry_is_rebuilt(cache: Path, tokenizer) -> None:  # noqa: ANN001
+def test_a_damaged_cache_entry_is_rebuilt(cache: Path, tokenizer) -> None:
     expected = list(tokenize(dataset(), tokenizer, 32)["input_ids"])
     entry = next(cache.iterdir())
     for arrow in entry.glob("*.arrow"):
@@ -229,7 +228,7 @@ def test_seed_recipe_is_the_plain_one() -> None:
     assert (cfg.train.precision, cfg.train.group_by_length, cfg.train.attention_dropout) == ("fp32", False, None)
 
 
-def test_length_grouped_batches_are_used(tiny_distilbert_dir: Path, tmp_path: Path, tokenizer) -> None:  # noqa: ANN001
+def test_length_grouped_batches_are_used(tiny_distilbert_dir: Path, tmp_path: Path, tokenizer) -> None:
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     from peft_sentiment.train import make_trainer
@@ -248,7 +247,7 @@ def test_length_grouped_batches_are_used(tiny_distilbert_dir: Path, tmp_path: Pa
 @pytest.mark.parametrize(("kind", "key"), [("distilbert", "attention_dropout"),
                                            ("bert", "attention_probs_dropout_prob")])
 def test_attention_dropout_reaches_the_model(kind: str, key: str, tiny_distilbert_dir: Path,
-                                             tiny_bert_dirs) -> None:  # noqa: ANN001
+                                             tiny_bert_dirs) -> None:
     folder = tiny_distilbert_dir if kind == "distilbert" else tiny_bert_dirs[True]
     overrides = {"model.name": str(folder), "model.architecture": None, "model.tokenizer_vocab_size": None,
                  "method": "full"}
@@ -276,7 +275,7 @@ def test_gradient_checkpointing_trains(method: str, tmp_path: Path) -> None:
     seen: list[bool] = []
 
     class Check(TrainerCallback):
-        def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        def on_step_end(self, args, state, control, model=None, **kwargs):
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             seen.append(base.is_gradient_checkpointing)
 
@@ -317,7 +316,7 @@ def test_frozen_base_trains_in_bf16_and_reloads_the_same(method: str, tmp_path: 
 
     dtypes: dict[str, torch.dtype] = {}
 
-    def look(built, trainable: int, total: int) -> None:  # noqa: ANN001
+    def look(built, trainable: int, total: int) -> None:
         for name, module in built.model.named_modules():
             if isinstance(module, torch.nn.Linear):
                 dtypes[name] = module.weight.dtype

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from datasets import load_dataset
+from predict import shuffled_test_reviews  # benchmarks/speed/predict.py
 
 from peft_sentiment.perf import device_name
 from peft_sentiment.predict import load_pipeline, predict
@@ -27,8 +27,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--n", type=int, default=300)
     args = parser.parse_args()
-    test = load_dataset("parquet", data_files={"test": str(Path(args.data) / "test.parquet")})["test"]
-    texts = list(test.shuffle(seed=42).select(range(args.n))["text"])
+    texts = shuffled_test_reviews(args.data, args.n)
     reference = [p.label for p in predict(load_pipeline(args.model, precision="fp32"), texts)]
     bf16 = [p.label for p in predict(load_pipeline(args.model, precision="bf16"), texts)]
     pipe = load_pipeline(args.model, precision="fp32")

@@ -23,7 +23,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from peft_sentiment.modeling import DEFAULT_LORA_TARGETS, attention_dropout_fields
+from peft_sentiment.modeling import DEFAULT_LORA_TARGETS, set_attention_dropout
 from peft_sentiment.perf import device_name
 
 # name, method, bf16 autocast, attention dropout (None: the model's), LoRA dropout
@@ -38,10 +38,10 @@ CONFIGS = [
 ]
 
 
-def build(model_dir: str, method: str, attention_dropout: float | None, lora_dropout: float | None):  # noqa: ANN201
+def build(model_dir: str, method: str, attention_dropout: float | None, lora_dropout: float | None):
     config = AutoConfig.from_pretrained(model_dir, num_labels=2)
-    extra = attention_dropout_fields(config, attention_dropout)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2, **extra)
+    set_attention_dropout(config, attention_dropout)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, config=config)
     if method == "lora":
         targets = list(DEFAULT_LORA_TARGETS[config.model_type])
         model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=16, lora_alpha=32,

@@ -32,7 +32,13 @@ from peft_sentiment.predict import BATCH_SIZE, load_pipeline, predict
 from peft_sentiment.probe import choose_precision
 
 
-def timed(fn, texts: list[str]) -> tuple[list[str], float]:  # noqa: ANN001
+def shuffled_test_reviews(data: str, n: int) -> list[str]:
+    """The first `n` reviews of shuffle(seed=42) of DATA/test.parquet."""
+    test = load_dataset("parquet", data_files={"test": str(Path(data) / "test.parquet")})["test"]
+    return list(test.shuffle(seed=42).select(range(n))["text"])
+
+
+def timed(fn, texts: list[str]) -> tuple[list[str], float]:
     fn(texts[:16])  # warm-up
     start = time.perf_counter()
     labels = fn(texts)
@@ -46,8 +52,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--n", type=int, default=2000)
     args = parser.parse_args()
-    test = load_dataset("parquet", data_files={"test": str(Path(args.data) / "test.parquet")})["test"]
-    texts = list(test.shuffle(seed=42).select(range(args.n))["text"])
+    texts = shuffled_test_reviews(args.data, args.n)
 
     default = pipeline("text-classification", model=args.model)
     rows = []
@@ -55,7 +60,7 @@ def main() -> None:
     rows.append({"contender": 'pipeline("text-classification"), defaults', "seconds": seconds})
     for precision in ("fp32", "auto"):
         pipe = load_pipeline(args.model, precision=precision)
-        labels, seconds = timed(lambda t: [p.label for p in predict(pipe, t)], texts)  # noqa: B023
+        labels, seconds = timed(lambda t: [p.label for p in predict(pipe, t)], texts)
         rows.append({"contender": f"peft_sentiment.predict, precision {precision} "
                                   f"({choose_precision(precision)}), batch {BATCH_SIZE}, length-sorted",
                      "seconds": seconds, "agreement": _agree(base_labels, labels)})

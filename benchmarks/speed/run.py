@@ -46,7 +46,7 @@ def run_one(name: str, args: argparse.Namespace, work: Path) -> dict:
     else:
         cmd = [sys.executable, "-m", "peft_sentiment", "train", *CONFIGS[name], *data, "-o", str(out)]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise SystemExit(f"{name} failed ({proc.returncode}): {' | '.join(tail)}")

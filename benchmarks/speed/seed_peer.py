@@ -60,7 +60,7 @@ def main() -> None:
     train = train.map(preprocess, batched=True)
     test = test.map(preprocess, batched=True)
 
-    def compute_metrics(eval_pred) -> dict:  # noqa: ANN001
+    def compute_metrics(eval_pred) -> dict:
         logits, labels = eval_pred
         preds = np.argmax(logits, axis=-1)
         return {"accuracy": accuracy_score(labels, preds), "f1": f1_score(labels, preds)}
