@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,10 +70,16 @@ class BuiltModel:
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
+    """(trainable, total) parameter counts. A 4-bit weight counts the values it stands for, not its
+    packed bytes (two values to a byte), so QLoRA's total is the model's."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    total = sum(_values(p) for p in model.parameters())
     return trainable, total
+
+
+def _values(param: torch.nn.Parameter) -> int:
+    shape = getattr(getattr(param, "quant_state", None), "shape", None)  # bitsandbytes Params4bit
+    return math.prod(shape) if shape is not None else param.numel()
 
 
 def build_model(cfg: RunConfig, train_texts: Iterable[str] | None = None) -> BuiltModel:

@@ -255,38 +255,71 @@ def _memory_kind(summary: dict[str, list[dict[str, Any]]]) -> str:
     return "; ".join(sorted(kinds)) or "not measured"
 
 
-def plot(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    """Accuracy (with its interval) against peak memory; marker area grows with trainable parameters."""
+def plot(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]], path: Path) -> list[str]:
+    """One panel per test size, accuracy (with its interval) against peak memory, and a last panel,
+    training samples/s against peak memory. A benchmark of random weights gets the last panel alone:
+    its accuracy says nothing. Marker area grows with trainable parameters. Returns the panels drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(n, rows) for n, rows in summary.items() if rows]
-    if not panels:
-        return
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
-    largest = max(row["trainable_params"] for _, rows in panels for row in rows) or 1
-    for ax, (n, rows) in zip(axes[0], panels):
-        for row in rows:
-            x = row["peak_memory_mib"]["mean"]
+    filled = [(n, rows) for n, rows in summary.items() if rows]
+    if not filled:
+        return []
+    accuracy_panels = [] if _random_weights(results) else filled
+    fig, axes = plt.subplots(1, len(accuracy_panels) + 1, figsize=(6.4 * (len(accuracy_panels) + 1), 4.8),
+                             squeeze=False)
+    rows = filled[0][1]  # training costs do not depend on the test set
+    largest = max(row["trainable_params"] for row in rows) or 1
+    sizes = {row["label"]: 40 + 400 * (row["trainable_params"] / largest) ** 0.5 for row in rows}
+    colors = {row["label"]: f"C{i}" for i, row in enumerate(rows)}
+    memory_label = f"peak memory (MiB, {'GPU' if 'cuda' in (_memory_kind(summary)) else 'process RSS'})"
+    drawn = []
+    for ax, (n, panel_rows) in zip(axes[0], accuracy_panels):
+        for row in panel_rows:
             acc = row["accuracy"]
-            size = 40 + 400 * (row["trainable_params"] / largest) ** 0.5
-            ax.errorbar(x, acc["mean"], yerr=[[acc["mean"] - acc["low"]], [acc["high"] - acc["mean"]]],
-                        fmt="none", ecolor="gray", capsize=4, zorder=1)
-            ax.scatter([x], [acc["mean"]], s=size, alpha=0.75, zorder=2, label=row["label"])
-            ax.annotate(f"{row['label']}\n{row['trainable_params']:,} trainable", (x, acc["mean"]),
-                        textcoords="offset points", xytext=(8, 6), fontsize=8)
-        ax.set_xlabel(f"peak memory (MiB, {'GPU' if 'cuda' in (_memory_kind(summary)) else 'process RSS'})")
+            _point(ax, row, acc["mean"], [acc["mean"] - acc["low"], acc["high"] - acc["mean"]], sizes, colors)
         ax.set_ylabel("accuracy (mean over seeds, 95% bootstrap CI)")
         ax.set_title(f"{_setting(results)}\n{n} test reviews", fontsize=10)
+        drawn.append(f"accuracy-{n}")
+    ax = axes[0][-1]
+    handles = []
+    for row in rows:
+        speed = row["train_samples_per_second"]
+        spread = speed["std"] or 0.0
+        handles.append(_point(ax, row, speed["mean"], [spread, spread], sizes, colors))
+    ax.set_ylabel("training samples/s (mean ± sd over seeds)")
+    ax.set_title(f"{_setting(results)}\ntraining cost", fontsize=10)
+    ax.legend(handles, [f"{row['label']}: {row['trainable_params']:,} trainable "
+                        f"({100 * row['trainable_share']:.2f}%)" for row in rows],
+              fontsize=7, loc="best", markerscale=0.5)
+    drawn.append("cost")
+    for ax in axes[0]:
+        ax.set_xlabel(memory_label)
         ax.grid(alpha=0.3)
-        ax.margins(x=0.25, y=0.15)
+        ax.margins(x=0.2, y=0.2)
     fig.tight_layout()
     tmp = path.parent / f".{path.name}.partial.png"
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     tmp.replace(path)
+    return drawn
+
+
+def _point(ax: Any, row: dict[str, Any], y: float, yerr: list[float], sizes: dict[str, float],
+           colors: dict[str, str]) -> Any:
+    x = row["peak_memory_mib"]["mean"]
+    handle = ax.scatter([x], [y], s=sizes[row["label"]], color=colors[row["label"]], alpha=0.75, zorder=2)
+    if any(yerr):
+        ax.errorbar(x, y, yerr=[[yerr[0]], [yerr[1]]], fmt="none", ecolor="gray", capsize=4, zorder=1)
+    ax.annotate(row["label"], (x, y), textcoords="offset points", xytext=(7, 5), fontsize=8)
+    return handle
+
+
+def _random_weights(results: dict[str, Any]) -> bool:
+    runs = [r for r in results["runs"] if "config" in r]
+    return bool(runs) and all(r["config"]["model"].get("random_init") for r in runs)
 
 
 def write_report(results: dict[str, Any], folder: Path) -> dict[str, list[dict[str, Any]]]:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import REPO, assert_one_line_error, dot_entries, invoke
 
-from peft_sentiment.report import summarize
+from peft_sentiment.report import plot, summarize
 
 # ---------------------------------------------------------------- aggregation on fixed inputs
 
@@ -70,6 +70,15 @@ def test_summary_by_hand() -> None:
     assert m1["p_value"] == pytest.approx(2 / 8)
     assert (m2["seed"], m2["only_this_right"], m2["only_baseline_right"]) == (2, 0, 1)
     assert m2["p_value"] == 1.0
+
+
+def test_plot_shows_accuracy_only_for_trained_weights(tmp_path: Path) -> None:
+    results = _results()
+    assert plot(results, summarize(results), tmp_path / "a.png") == ["accuracy-6", "cost"]
+    for run in results["runs"]:  # random weights: accuracy measures nothing, training cost remains
+        run["config"] = {"model": {"name": "m", "random_init": True}, "data": {"train_size": 6}}
+    assert plot(results, summarize(results), tmp_path / "b.png") == ["cost"]
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_summary_pairs_only_matching_seeds() -> None:

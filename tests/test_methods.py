@@ -159,6 +159,7 @@ def test_qlora_quantizes_the_encoder_and_keeps_the_head(tiny_distilbert_dir: Pat
     # The same adapter and head train as with LoRA.
     assert trainable_names(built.model) == trainable_names(lora.model)
     assert count_parameters(built.model)[0] == count_parameters(lora.model)[0] == 8290
+    assert count_parameters(built.model)[1] == count_parameters(lora.model)[1]  # 4-bit weights count whole
 
 
 def test_qlora_without_bitsandbytes_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
