@@ -12,6 +12,7 @@ import pytest
 import yaml
 from conftest import REPO, assert_one_line_error, dot_entries, invoke
 
+from peft_sentiment.config import load_config
 from peft_sentiment.report import plot, summarize
 
 # ---------------------------------------------------------------- aggregation on fixed inputs
@@ -201,6 +202,47 @@ def test_resume_runs_nothing_that_finished(bench: dict[str, Any]) -> None:
     assert {p.name: p.stat().st_size for p in (out / "logs").iterdir()} == logs  # no process started
     results = json.loads((out / "results.json").read_text())
     assert [r["status"] for r in results["runs"]] == ["ok"] * 4
+
+
+def test_resume_starts_over_a_run_an_interrupted_benchmark_left(bench: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(bench["out"], out)
+    # As a benchmark killed while training smoke-seed2 leaves it: a partial folder without a checkpoint.
+    run = out / "runs" / "smoke-seed2"
+    run.rename(run.with_name("smoke-seed2.partial"))
+    (out / "runs" / "smoke-seed2.partial" / "IN_PROGRESS").write_text("{}")
+    (out / "evals" / "smoke-seed2" / "test-50.json").write_text("stale")
+    result = invoke(["benchmark", "-o", out, "--methods", f"{bench['folder'] / 'smoke_full.yaml'},smoke",
+                     "--seeds", "1,2", "--baseline", "smoke_full", "--eval-test-size", "50", "--resamples",
+                     "200", "--resume"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert [r["status"] for r in results["runs"]] == ["ok"] * 4
+    again = next(r for r in results["runs"] if r["name"] == "smoke-seed2")
+    assert "--overwrite" in again["commands"][0] and not again.get("resumed")
+    assert json.loads((out / "evals" / "smoke-seed2" / "test-50.json").read_text())  # evaluated anew
+    assert not (out / "runs" / "smoke-seed2.partial").exists()
+
+
+def test_an_interrupted_run_with_a_checkpoint_is_continued(tmp_path: Path) -> None:
+    from peft_sentiment.artifacts import CHECKPOINTS_DIR
+    from peft_sentiment.benchmark import PlannedRun, _train_args
+    from peft_sentiment.config import save_config
+
+    cfg = load_config("smoke", {})
+    run_dir, recipe = tmp_path / "runs" / "smoke-seed1", tmp_path / "configs" / "smoke-seed1.yaml"
+    planned = PlannedRun(name="smoke-seed1", label="smoke", seed=1, config=cfg)
+    assert _train_args(planned, run_dir, recipe) == ["--recipe", str(recipe), "-o", str(run_dir)]
+    staging = tmp_path / "runs" / "smoke-seed1.partial"
+    checkpoint = staging / CHECKPOINTS_DIR / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    (staging / "IN_PROGRESS").write_text("{}")
+    save_config(cfg, staging / "config.yaml")
+    assert _train_args(planned, run_dir, recipe)[-1] == "--overwrite"  # the checkpoint is incomplete
+    (checkpoint / "trainer_state.json").write_text("{}")
+    assert _train_args(planned, run_dir, recipe) == ["--resume", str(run_dir)]
+    other = PlannedRun(name="smoke-seed1", label="smoke", seed=1, config=load_config("smoke", {"train.lr": 1e-3}))
+    assert _train_args(other, run_dir, recipe)[-1] == "--overwrite"  # trained with another config
 
 
 def test_resume_refuses_other_settings(bench: dict[str, Any]) -> None:
