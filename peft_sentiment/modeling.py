@@ -142,6 +142,20 @@ def store_frozen_linears(model: torch.nn.Module, head: tuple[str, ...], dtype: t
             module.to(dtype)
 
 
+def skip_input_casts(model: torch.nn.Module) -> None:
+    """Stop PEFT layers from casting their input to the adapter's dtype (fp32) before the adapter runs.
+
+    Under autocast the adapter's product casts it back to bf16 at once, so the cast only makes a
+    full-size fp32 copy of every adapted layer's input (the feed-forward output's included) at every
+    step, and again in the backward pass: a bf16 value is exact in fp32, so the products are the same.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.cast_input_dtype_enabled = False
+
+
 def freeze_all_but_head(model: PreTrainedModel, head: tuple[str, ...]) -> PreTrainedModel:
     """A linear probe: every encoder weight frozen, the head modules trainable."""
     for name, param in model.named_parameters():

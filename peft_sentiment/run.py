@@ -56,6 +56,7 @@ from .modeling import (
     apply_method,
     build_base,
     count_parameters,
+    skip_input_casts,
     store_frozen_linears,
 )
 from .perf import device_name, peak_memory, reset_peak_memory
@@ -172,6 +173,7 @@ def run_training(
         built = apply_method(built, cfg, saved_base)
         if cfg.method in FROZEN_BASE_METHODS and precision == "bf16":
             store_frozen_linears(built.model, built.head_modules, torch.bfloat16)
+            skip_input_casts(built.model)
         trainable, total = count_parameters(built.model)
         if on_model is not None:
             on_model(built, trainable, total)

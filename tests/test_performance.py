@@ -312,22 +312,51 @@ def test_prediction_runs_in_the_chosen_precision(lora_run: Path) -> None:
 def test_frozen_base_trains_in_bf16_and_reloads_the_same(method: str, tmp_path: Path) -> None:
     """Computing in bf16, the frozen linear layers are stored in bf16 (autocast rounds them to bf16 for
     every product anyway); the saved adapter on the fp32 base predicts exactly what the run measured."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     from peft_sentiment.run import evaluate_run, run_training
 
     dtypes: dict[str, torch.dtype] = {}
+    casts: set[bool] = set()
 
     def look(built, trainable: int, total: int) -> None:
         for name, module in built.model.named_modules():
             if isinstance(module, torch.nn.Linear):
                 dtypes[name] = module.weight.dtype
+            if isinstance(module, BaseTunerLayer):
+                casts.add(module.cast_input_dtype_enabled)
 
     cfg = load_config("smoke", {"method": method, "train.precision": "bf16", "train.epochs": 2})
     run = run_training(cfg, output=tmp_path / "run", on_model=look)
     frozen = {n: d for n, d in dtypes.items() if "lora_" not in n and "classifier" not in n}
     assert frozen and set(frozen.values()) == {torch.bfloat16}
     assert {d for n, d in dtypes.items() if "lora_" in n or "classifier" in n} == {torch.float32}
+    assert casts == {False}  # no fp32 copy of each adapted layer's input
     again = evaluate_run(tmp_path / "run")
     assert again.metrics.confusion_matrix == run.metrics.confusion_matrix
+
+
+def test_skipping_the_input_casts_changes_no_product() -> None:
+    """Under bf16 autocast, PEFT's cast of each adapted layer's input to fp32 is undone by the product:
+    loss and gradients are bit for bit the same without it."""
+    from peft_sentiment.modeling import skip_input_casts, store_frozen_linears
+
+    results = []
+    for skip in (False, True):
+        texts = ["a good film, great acting", "a bad movie, awful plot", "fine and boring"] * 20
+        built = build_model(load_config("smoke", {"method": "lora"}), texts)
+        store_frozen_linears(built.model, built.head_modules, torch.bfloat16)
+        if skip:
+            skip_input_casts(built.model)
+        batch = built.tokenizer(texts[:4], padding=True, return_tensors="pt")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = built.model(**batch, labels=torch.tensor([1, 0, 0, 1])).loss
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in built.model.named_parameters() if p.requires_grad}
+        results.append((loss.detach(), grads))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert torch.equal(loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys() and all(torch.equal(grads_a[n], grads_b[n]) for n in grads_a)
 
 
 def test_frozen_base_stays_fp32_in_fp32_and_for_head_only(tmp_path: Path) -> None:

@@ -58,10 +58,14 @@ def main() -> None:
         size, precision = saved_bytes(recipe, args.model, args.length)
         mib = size / 2**20
         lines.append(f"| {recipe} | {precision} | {mib:.1f} | {mib * args.batch_size:.0f} MiB |")
-    lines += ["", f"Model: {args.model} (random weights), one review of {args.length} tokens.",
-              f"Device: {device_name()}; torch {torch.__version__}.",
-              f"Command: `{shlex.join(['python', *sys.argv])}`"]
-    args.out.write_text("\n".join(lines) + "\n")
+    write_table(args.out, lines, f"Model: {args.model} (random weights), one review of {args.length} tokens.")
+
+
+def write_table(out: Path, lines: list[str], setting: str) -> None:
+    """The table, what it measured, the device and the command: to `out` and the terminal."""
+    lines = [*lines, "", setting, f"Device: {device_name()}; torch {torch.__version__}.",
+             f"Command: `{shlex.join(['python', *sys.argv])}`"]
+    out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
