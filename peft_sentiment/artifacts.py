@@ -237,7 +237,12 @@ def load_run_config(run_dir: Path) -> RunConfig:
         raise RunError(message)
     if not (run_dir / CONFIG_FILE).is_file():
         raise RunError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
-    return build(RunConfig, read_recipe(run_dir / CONFIG_FILE))
+    return read_config(run_dir)
+
+
+def read_config(folder: Path) -> RunConfig:
+    """The config a run folder (finished or not) was started with."""
+    return build(RunConfig, read_recipe(folder / CONFIG_FILE))
 
 
 def load_metrics(run_dir: Path) -> dict[str, Any]:

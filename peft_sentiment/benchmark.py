@@ -39,10 +39,11 @@ from .artifacts import (
     load_run_config,
     output_lock,
     partial_dir,
+    read_config,
     upload_files,
     write_json,
 )
-from .config import RunConfig, build, config_to_dict, load_config, read_recipe, recipe_path, save_config
+from .config import RunConfig, config_to_dict, load_config, recipe_path, save_config
 from .errors import ConfigError, RunError
 
 SPEC_FILE = "benchmark.json"
@@ -248,9 +249,9 @@ def _execute(run: PlannedRun, spec: BenchmarkSpec, output: Path, python: str, re
         launcher = [python]
         if spec.nproc_per_node > 1:  # torchrun starts the processes; the Trainer runs DDP across them
             launcher = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(spec.nproc_per_node)]
-        train_args = _train_args(run, run_dir, recipe)
-        if "--resume" in train_args:
-            record["continued_from"] = last_checkpoint(partial_dir(run_dir)).name  # train s: the rest only
+        train_args, checkpoint = _train_args(run, run_dir, recipe)
+        if checkpoint is not None:
+            record["continued_from"] = checkpoint.name  # train s: the rest only
         shutil.rmtree(output / "evals" / run.name, ignore_errors=True)  # evaluations of an earlier attempt
         cmd = [*launcher, "-m", "peft_sentiment", "train", *train_args]
         commands.append(cmd)
@@ -279,21 +280,23 @@ def _execute(run: PlannedRun, spec: BenchmarkSpec, output: Path, python: str, re
     return {**record, "commands": commands}
 
 
-def _train_args(run: PlannedRun, run_dir: Path, recipe: Path) -> list[str]:
-    """A new run; or one an interrupted benchmark left unfinished: continued from its checkpoint if
-    it has one and was trained with this config, started over otherwise."""
+def _train_args(run: PlannedRun, run_dir: Path, recipe: Path) -> tuple[list[str], Path | None]:
+    """A new run; or one an interrupted benchmark left unfinished: continued from its checkpoint (also
+    returned) if it has one and was trained with this config, started over otherwise."""
     staging = partial_dir(run_dir)
+    new = ["--recipe", str(recipe), "-o", str(run_dir)]
     if not (staging / IN_PROGRESS_FILE).is_file():
-        return ["--recipe", str(recipe), "-o", str(run_dir)]
-    if last_checkpoint(staging) is not None and _config_of(staging) == run.config:
-        return ["--resume", str(run_dir)]
-    return ["--recipe", str(recipe), "-o", str(run_dir), "--overwrite"]
+        return new, None
+    checkpoint = last_checkpoint(staging)
+    if checkpoint is not None and _config_of(staging) == run.config:
+        return ["--resume", str(run_dir)], checkpoint
+    return [*new, "--overwrite"], None
 
 
 def _config_of(staging: Path) -> RunConfig | None:
     try:
-        return build(RunConfig, read_recipe(staging / CONFIG_FILE))
-    except (OSError, ValueError, ConfigError, RunError):
+        return read_config(staging)
+    except (OSError, ValueError, ConfigError):
         return None
 
 

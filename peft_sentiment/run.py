@@ -61,7 +61,8 @@ from .modeling import (
 )
 from .perf import device_name, peak_memory, reset_peak_memory
 from .probe import check_precision, peak_flops
-from .train import TrainResult, predict_dataset, resolve_precision, tokenize, train, write_log
+from .tokens import tokenize
+from .train import TrainResult, predict_dataset, resolve_precision, train, write_log
 
 PACKAGES = ("peft-sentiment", "torch", "transformers", "peft", "datasets", "accelerate")
 

@@ -29,7 +29,6 @@ from .config import TrainConfig
 from .errors import Interrupted
 from .metrics import binary_metrics
 from .probe import choose_precision
-from .tokens import tokenize
 
 
 @dataclass

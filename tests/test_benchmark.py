@@ -232,17 +232,17 @@ def test_an_interrupted_run_with_a_checkpoint_is_continued(tmp_path: Path) -> No
     cfg = load_config("smoke", {})
     run_dir, recipe = tmp_path / "runs" / "smoke-seed1", tmp_path / "configs" / "smoke-seed1.yaml"
     planned = PlannedRun(name="smoke-seed1", label="smoke", seed=1, config=cfg)
-    assert _train_args(planned, run_dir, recipe) == ["--recipe", str(recipe), "-o", str(run_dir)]
+    assert _train_args(planned, run_dir, recipe) == (["--recipe", str(recipe), "-o", str(run_dir)], None)
     staging = tmp_path / "runs" / "smoke-seed1.partial"
     checkpoint = staging / CHECKPOINTS_DIR / "checkpoint-4"
     checkpoint.mkdir(parents=True)
     (staging / "IN_PROGRESS").write_text("{}")
     save_config(cfg, staging / "config.yaml")
-    assert _train_args(planned, run_dir, recipe)[-1] == "--overwrite"  # the checkpoint is incomplete
+    assert _train_args(planned, run_dir, recipe)[0][-1] == "--overwrite"  # the checkpoint is incomplete
     (checkpoint / "trainer_state.json").write_text("{}")
-    assert _train_args(planned, run_dir, recipe) == ["--resume", str(run_dir)]
+    assert _train_args(planned, run_dir, recipe) == (["--resume", str(run_dir)], checkpoint)
     other = PlannedRun(name="smoke-seed1", label="smoke", seed=1, config=load_config("smoke", {"train.lr": 1e-3}))
-    assert _train_args(other, run_dir, recipe)[-1] == "--overwrite"  # trained with another config
+    assert _train_args(other, run_dir, recipe)[0][-1] == "--overwrite"  # trained with another config
 
 
 def test_resume_refuses_other_settings(bench: dict[str, Any]) -> None:
