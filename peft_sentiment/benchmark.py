@@ -6,11 +6,14 @@ A benchmark folder holds:
   runs/<run>/               ordinary run folders, written by `peft-sentiment train`
   evals/<run>/test-<n>.json each run evaluated on n test reviews, with every review's prediction
   logs/<run>.log            what each child process printed
+  logs/<run>.events.jsonl   the run's structured events: each child's command, progress, error and
+                            exit code (the schema is in events.py)
   results.json              every run's raw figures, per-review predictions and the environment
   results.md, plot.png      the report (re-rendered from results.json by `benchmark --report`)
 
 Each training run and each evaluation is its own `python -m peft_sentiment ...` process: its peak
 memory is its own, a crash is recorded and the next run goes on, and the command is replayable.
+The benchmark learns a child's progress and failure from its events, never from its printed output.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import shlex
 import shutil
 import signal
@@ -30,7 +32,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from .artifacts import (
+from . import events
+from .config import RunConfig, config_to_dict, load_config, read_recipe, recipe_path, save_config
+from .errors import ConfigError, RunError
+from .rundir import (
     CONFIG_FILE,
     IN_PROGRESS_FILE,
     METRICS_FILE,
@@ -43,13 +48,12 @@ from .artifacts import (
     upload_files,
     write_json,
 )
-from .config import RunConfig, config_to_dict, load_config, recipe_path, save_config
-from .errors import ConfigError, RunError
 
 SPEC_FILE = "benchmark.json"
 RESULTS_FILE = "results.json"
 SCHEMA = 1
-_STEP_LINE = re.compile(r"^step (\d+)/(\d+)")
+BASE_SECTIONS = ("data", "model")  # what --recipe gives every method
+POLL_SECONDS = 0.2  # how often a running child's events are read
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class BenchmarkSpec:
     baseline: str = "full"  # what every other method is compared with, review by review
     resamples: int = 2000  # bootstrap resamples
     nproc_per_node: int = 1  # more than 1: each training run data-parallel through torchrun
+    recipe: str | None = None  # base recipe (name or path) whose data and model sections every method uses
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -81,6 +86,8 @@ class BenchmarkSpec:
             raise ConfigError(f"--nproc-per-node must be at least 1, got {self.nproc_per_node}")
         if "train.seed" in self.overrides:
             raise ConfigError("train.seed is set per run by --seeds, not by an override")
+        if self.baseline not in labels:
+            raise ConfigError(f"--baseline {self.baseline!r} is not among the methods ({', '.join(labels)})")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -94,7 +101,13 @@ class BenchmarkSpec:
                    overrides=dict(data.get("overrides", {})),
                    eval_test_sizes=tuple(data.get("eval_test_sizes", ())),
                    baseline=data.get("baseline", "full"), resamples=int(data.get("resamples", 2000)),
-                   nproc_per_node=int(data.get("nproc_per_node", 1)))
+                   nproc_per_node=int(data.get("nproc_per_node", 1)), recipe=data.get("recipe"))
+
+
+def default_baseline(methods: Sequence[str]) -> str:
+    """full when it is among the methods, else the first one."""
+    labels = [method_label(m) for m in methods]
+    return "full" if "full" in labels or not labels else labels[0]
 
 
 def method_label(method: str) -> str:
@@ -110,10 +123,6 @@ class PlannedRun:
     seed: int
     config: RunConfig
 
-    @property
-    def test_sizes(self) -> tuple[int, ...]:
-        return (self.config.data.test_size,)
-
 
 def plan(spec: BenchmarkSpec) -> list[PlannedRun]:
     """Every run's resolved config, validated before anything starts."""
@@ -121,13 +130,24 @@ def plan(spec: BenchmarkSpec) -> list[PlannedRun]:
 
     for method in spec.methods:
         recipe_path(method)  # an unknown recipe fails here, once
+    base = base_sections(spec.recipe) if spec.recipe is not None else {}
     runs = []
     for seed in spec.seeds:  # seed by seed: a partial benchmark already holds complete comparisons
         for method in spec.methods:
             label = method_label(method)
-            cfg = load_config(method, {**spec.overrides, "train.seed": seed})
+            cfg = load_config(method, {**base, **spec.overrides, "train.seed": seed})
             runs.append(PlannedRun(f"{label}-seed{seed}", label, seed, absolute_local_paths(cfg)))
     return runs
+
+
+def base_sections(recipe: str) -> dict[str, Any]:
+    """The whole data and model sections of a base recipe: they replace each method recipe's own."""
+    path = recipe_path(recipe)
+    found = {key: value for key, value in read_recipe(path).items() if key in BASE_SECTIONS}
+    if not found:
+        raise ConfigError(f"recipe {path} has no {' or '.join(BASE_SECTIONS)} section to give the methods: "
+                          "pass a recipe that has them, or no --recipe")
+    return found
 
 
 # ---------------------------------------------------------------- progress
@@ -220,6 +240,9 @@ def _check_resumable(output: Path, spec: BenchmarkSpec, runs: list[PlannedRun]) 
         old = BenchmarkSpec.from_dict(json.loads((output / SPEC_FILE).read_text()))
     except (ValueError, KeyError, TypeError) as err:
         raise RunError(f"{output / SPEC_FILE} is unreadable: {err}") from None
+    if old.recipe != spec.recipe:
+        raise ConfigError(f"{output} was started with --recipe {old.recipe or '(none)'}, not "
+                          f"{spec.recipe or '(none)'}: resume with the same settings or use another folder")
     if old.overrides != spec.overrides:
         raise ConfigError(f"{output} was started with overrides {old.overrides}, not {spec.overrides}: "
                           "resume with the same settings or use another folder")
@@ -238,11 +261,11 @@ def _finished(run_dir: Path) -> bool:
 def _execute(run: PlannedRun, spec: BenchmarkSpec, output: Path, python: str, reporter: Reporter,
              index: int) -> dict[str, Any]:
     run_dir = output / "runs" / run.name
-    log = output / "logs" / f"{run.name}.log"
-    commands: list[list[str]] = []
+    log, events_file = _log_files(output, run)
     record: dict[str, Any] = {"name": run.name, "label": run.label, "seed": run.seed,
                               "method": run.config.method, "status": "ok", "error": None,
-                              "log": str(log.relative_to(output)), "process_seconds": {}}
+                              "log": str(log.relative_to(output)),
+                              "events": str(events_file.relative_to(output)), "process_seconds": {}}
     if not _finished(run_dir):
         recipe = output / "configs" / f"{run.name}.yaml"
         save_config(run.config, recipe)
@@ -250,16 +273,16 @@ def _execute(run: PlannedRun, spec: BenchmarkSpec, output: Path, python: str, re
         if spec.nproc_per_node > 1:  # torchrun starts the processes; the Trainer runs DDP across them
             launcher = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(spec.nproc_per_node)]
         train_args, checkpoint = _train_args(run, run_dir, recipe)
+        start: dict[str, Any] = {}
         if checkpoint is not None:
-            record["continued_from"] = checkpoint.name  # train s: the rest only
+            record["continued_from"] = start["continued_from"] = checkpoint.name  # train s: the rest only
         shutil.rmtree(output / "evals" / run.name, ignore_errors=True)  # evaluations of an earlier attempt
-        cmd = [*launcher, "-m", "peft_sentiment", "train", *train_args]
-        commands.append(cmd)
         reporter.stage(run, "train", index)
-        error, seconds = _run_child(cmd, log, reporter)
-        record["process_seconds"]["train"] = round(seconds, 1)
-        if error is not None:
-            return {**record, "status": "failed", "stage": "train", "error": error, "commands": commands}
+        child = _run_child([*launcher, "-m", "peft_sentiment", "train", *train_args], log, events_file,
+                           reporter, stage="train", **start)
+        record["process_seconds"]["train"] = child.done["seconds"]
+        if child.exit_code != 0:
+            return {**record, "status": "failed", "stage": "train", "error": _failure(child)}
     else:
         record["resumed"] = True
     sizes = sorted({run.config.data.test_size, *spec.eval_test_sizes})
@@ -270,14 +293,17 @@ def _execute(run: PlannedRun, spec: BenchmarkSpec, output: Path, python: str, re
         target.parent.mkdir(parents=True, exist_ok=True)
         cmd = [python, "-m", "peft_sentiment", "evaluate", str(run_dir), "--test-size", str(n),
                "--save-predictions", str(target)]
-        commands.append(cmd)
         reporter.stage(run, f"evaluate on {n}", index)
-        error, seconds = _run_child(cmd, log, reporter)
-        record["process_seconds"][f"evaluate-{n}"] = round(seconds, 1)
-        if error is not None:
-            return {**record, "status": "failed", "stage": f"evaluate on {n}", "error": error,
-                    "commands": commands}
-    return {**record, "commands": commands}
+        child = _run_child(cmd, log, events_file, reporter, stage="evaluate", test_size=n)
+        record["process_seconds"][f"evaluate-{n}"] = child.done["seconds"]
+        if child.exit_code != 0:
+            return {**record, "status": "failed", "stage": f"evaluate on {n}", "error": _failure(child)}
+    return record
+
+
+def _log_files(output: Path, run: PlannedRun) -> tuple[Path, Path]:
+    """The run's log (what its processes printed, for people) and its events (for the benchmark)."""
+    return output / "logs" / f"{run.name}.log", output / "logs" / f"{run.name}.events.jsonl"
 
 
 def _train_args(run: PlannedRun, run_dir: Path, recipe: Path) -> tuple[list[str], Path | None]:
@@ -300,41 +326,81 @@ def _config_of(staging: Path) -> RunConfig | None:
         return None
 
 
-def _run_child(cmd: list[str], log: Path, reporter: Reporter) -> tuple[str | None, float]:
-    """Run one child process, its output appended to `log`; the error line, or None on success."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    start = time.perf_counter()
-    last_lines: list[str] = []
-    with log.open("a", buffering=1) as out:  # line-buffered: the log can be followed live
-        out.write(f"$ {' '.join(cmd)}\n")
+def _run_child(cmd: list[str], log: Path, events_file: Path, reporter: Reporter,
+               **start: Any) -> events.ChildProcess:
+    """Run one child process, its output appended to `log` and its events to `events_file`; its step
+    events drive `reporter` while it runs. Returns the process as its events tell it."""
+    events.append(events_file, "start", command=cmd, **start)
+    tail = events.Tail(events_file, events_file.stat().st_size)  # the child's own events, from here on
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", events.ENV_VAR: str(events_file.resolve())}
+    begin = time.perf_counter()
+    with log.open("ab") as out:  # the child writes here itself: the log can be followed live
+        out.write(f"$ {shlex.join(cmd)}\n".encode())
         out.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                errors="replace")
+        printed_from = out.tell()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                out.write(line)
-                stripped = line.strip()
-                if stripped:
-                    last_lines = (last_lines + [stripped])[-20:]
-                match = _STEP_LINE.match(stripped)
-                if match:
-                    reporter.step(int(match.group(1)), int(match.group(2)))
-            code = proc.wait()
+            code = None
+            while code is None:
+                try:
+                    code = proc.wait(timeout=POLL_SECONDS)
+                except subprocess.TimeoutExpired:
+                    pass
+                _report_progress(tail.poll(), reporter)
         except KeyboardInterrupt as err:
             # Ctrl-C reaches the whole process group; a SIGTERM (a KeyboardInterrupt subclass in the
-            # CLI) reached only this process: pass it on. Either way the child cleans up after itself.
+            # CLI) reached only this process: pass it on. Either way the child cleans up after itself,
+            # and no `done` event is written: the run is unfinished, not failed.
             if type(err) is not KeyboardInterrupt and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
             proc.wait()
             raise
-        out.write(f"[exit {code}]\n")
-    seconds = time.perf_counter() - start
-    if code == 0:
-        return None, seconds
-    errors = [line.removeprefix("Error:").strip() for line in last_lines if line.startswith("Error:")]
-    message = errors[-1] if errors else (last_lines[-1] if last_lines else "no output")
-    return f"exit {code}: {message}", seconds
+        last = _last_line(log, printed_from) if code != 0 else None
+        out.write(f"[exit {code}]\n".encode())
+    done: dict[str, Any] = {"exit_code": code, "seconds": round(time.perf_counter() - begin, 1)}
+    if last is not None:
+        done["output"] = last
+    events.append(events_file, "done", **done)
+    return events.processes(events.read(events_file))[-1]
+
+
+def _report_progress(found: list[dict[str, Any]], reporter: Reporter) -> None:
+    for ev in found:
+        step, total = ev.get("step"), ev.get("total")
+        if ev["event"] in ("step", "epoch") and isinstance(step, int) and isinstance(total, int):
+            reporter.step(step, total)
+
+
+def _last_line(log: Path, start: int, limit: int = 300) -> str | None:
+    """The last non-empty line `log` holds after byte `start` (a child's last words), cut to `limit`."""
+    with log.open("rb") as f:
+        f.seek(max(start, f.seek(0, os.SEEK_END) - 64 * 1024))
+        lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+    if not lines:
+        return None
+    return lines[-1] if len(lines[-1]) <= limit else lines[-1][: limit - 3] + "..."
+
+
+def _failure(child: events.ChildProcess) -> str:
+    """A failed child's one-line error: its own error event, else its last line of output."""
+    code = child.exit_code
+    how = f"exit {code}"
+    if code is not None and code < 0:
+        try:
+            how += f" ({signal.Signals(-code).name})"
+        except ValueError:
+            pass
+    message = child.error or (child.done or {}).get("output") or "no output"
+    return f"{how}: {message}"
+
+
+def run_commands(events_file: Path) -> list[list[str]]:
+    """The child commands that made a run what it is: from its last training started afresh on
+    (continued training and every evaluation since), in order, whichever invocation ran them."""
+    children = events.processes(events.read(events_file))
+    fresh = [i for i, c in enumerate(children) if c.start.get("stage") == "train"
+             and not c.start.get("continued_from")]
+    return [c.command for c in children[(fresh[-1] if fresh else 0):]]
 
 
 # ---------------------------------------------------------------- collecting
@@ -379,6 +445,7 @@ def collect(output: Path, spec: BenchmarkSpec, runs: list[PlannedRun],
     for run in runs:
         record = dict(records.get(run.name) or {"name": run.name, "label": run.label, "seed": run.seed,
                                                 "method": run.config.method, "status": "ok", "error": None})
+        record["commands"] = run_commands(_log_files(output, run)[1])
         record["config"] = config_to_dict(run.config)
         if record["status"] == "ok":
             record.update(_run_figures(output, run, spec, test_sets))
@@ -442,26 +509,23 @@ def collect_folder(folder: Path) -> dict[str, Any]:
             command = json.loads(previous.read_text()).get("command")
         except ValueError:
             pass
-    records = {run.name: record for run in runs if (record := _failure_from_log(folder, run)) is not None}
+    records = {run.name: record for run in runs if (record := _failure_from_events(folder, run)) is not None}
     results = collect(folder, spec, runs, records)
     results["command"] = command
     return results
 
 
-def _failure_from_log(folder: Path, run: PlannedRun) -> dict[str, Any] | None:
-    """The record of a run whose last child process failed, read back from its log."""
-    log = folder / "logs" / f"{run.name}.log"
-    if not log.is_file() or _finished(folder / "runs" / run.name):
+def _failure_from_events(folder: Path, run: PlannedRun) -> dict[str, Any] | None:
+    """The record of a run whose last child process failed, read back from its events."""
+    log, events_file = _log_files(folder, run)
+    children = events.processes(events.read(events_file))
+    if not children or children[-1].exit_code in (None, 0):  # none yet, running, ended well or interrupted
         return None
-    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    exits = [i for i, line in enumerate(lines) if re.fullmatch(r"\[exit -?\d+\]", line)]
-    if not exits or lines[exits[-1]] == "[exit 0]":
-        return None
-    errors = [line.removeprefix("Error:").strip() for line in lines[: exits[-1]] if line.startswith("Error:")]
-    message = errors[-1] if errors else "see the log"
+    last = children[-1]
+    stage = "train" if last.start.get("stage") == "train" else f"evaluate on {last.start.get('test_size')}"
     return {"name": run.name, "label": run.label, "seed": run.seed, "method": run.config.method,
-            "status": "failed", "error": f"{lines[exits[-1]][1:-1]}: {message}",
-            "log": str(log.relative_to(folder))}
+            "status": "failed", "stage": stage, "error": _failure(last), "log": str(log.relative_to(folder)),
+            "events": str(events_file.relative_to(folder))}
 
 
 def load_results(path: Path) -> dict[str, Any]:

@@ -11,11 +11,11 @@ from huggingface_hub import EvalResult, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from .artifacts import ADAPTER_DIR, load_metrics, load_run_config
 from .config import LORA_METHODS, METHOD_NAMES, RunConfig, expand_path, path_exists
 from .data import ID2LABEL, LABEL2ID
 from .errors import ConfigError
 from .merge import MergeResult
+from .rundir import ADAPTER_DIR, load_metrics, load_run_config
 
 Kind = Literal["merged", "adapter"]
 
@@ -236,12 +236,10 @@ def _training(cfg: RunConfig, metrics: dict[str, Any], run_dir: Path, merge: Mer
         rows += [("(IA)3 target modules", targets)]
     if cfg.method != "full":
         rows += [("head trained in full", ", ".join(metrics.get("head_modules", [])))]
+    # Every Trainer option the recipe set (the rest are the transformers defaults of the versions below).
+    rows += [(f"`{key}`", f"{value:g}" if isinstance(value, float) else str(value))
+             for key, value in cfg.trainer.items()]
     rows += [
-        ("learning rate", f"{t.lr:g}"),
-        ("batch size", str(t.batch_size)),
-        ("epochs", f"{t.epochs:g}"),
-        ("weight decay", f"{t.weight_decay:g}"),
-        ("scheduler", f"{t.scheduler} (warmup ratio {t.warmup_ratio:g})"),
         ("precision", f"{t.precision} (computed in {metrics.get('compute_dtype', t.precision)})"),
         ("max length", f"{cfg.data.max_length} tokens"),
         ("training reviews", f"{metrics['n_train']:,} (`shuffle(seed={cfg.data.shuffle_seed})`)"),

@@ -14,92 +14,44 @@ from typing import Any, Callable
 
 import click
 
-from .config import METHODS, PRECISIONS, SCHEDULERS, DataConfig, load_config, parse_override
+from .config import METHODS, PRECISIONS, CliOption, DataConfig, cli_options, load_config, parse_override
 from .errors import Interrupted, PeftSentimentError
 
 # bitsandbytes logs at import time that an optional CPU kernel from the Hub is missing: nothing a user
 # can act on offline, and it would print on every command.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
-# (flag, dotted recipe key, click type, help). Each recipe key has an option; --set covers the rest.
-TRAIN_OPTIONS: list[tuple[str, str, Any, str]] = [
-    ("--data", "data.source", str, "Hub dataset id or local folder (train/test files or aclImdb)."),
-    ("--text-column", "data.text_column", str, "Column holding the review text."),
-    ("--label-column", "data.label_column", str, "Column holding the label (0/1, neg/pos, negative/positive)."),
-    ("--train-split", "data.train_split", str, "Name of the training split (file stem in a local folder)."),
-    ("--test-split", "data.test_split", str, "Name of the test split."),
-    ("--train-size", "data.train_size", int, "Training reviews: shuffle(seed).select(range(n)). [recipe: 3000]"),
-    ("--test-size", "data.test_size", int, "Test reviews, taken the same way. [recipe: 300]"),
-    ("--shuffle-seed", "data.shuffle_seed", int, "Seed of the subset shuffle (not the training seed). [42]"),
-    ("--max-length", "data.max_length", int, "Maximum tokens per review; longer ones are truncated."),
-    ("--model", "model.name", str, "Hub id or local folder of the base model."),
-    ("--random-init/--pretrained", "model.random_init", None, "Random weights in the model's architecture (speed runs)."),
-    ("--tokenizer", "model.tokenizer", str, "Tokenizer Hub id or folder (default: the model's)."),
-    ("--tokenizer-vocab-size", "model.tokenizer_vocab_size", int, "Train a WordPiece tokenizer of this size on the train texts."),
-    ("--trust-remote-code/--no-trust-remote-code", "model.trust_remote_code", None,
-     "Allow a model repo's own Python code to run (off unless given)."),
-    ("--lora-r", "lora.r", int, "LoRA rank."),
-    ("--lora-alpha", "lora.alpha", int, "LoRA scaling alpha (the update is scaled by alpha / r)."),
-    ("--lora-dropout", "lora.dropout", float, "Dropout on the LoRA input."),
-    ("--target-modules", "lora.target_modules", str,
-     "Comma-separated module names for LoRA, DoRA and QLoRA (default: per architecture)."),
-    ("--quant-type", "quant.quant_type", click.Choice(["nf4", "fp4"]), "QLoRA: 4-bit data type of the base."),
-    ("--double-quant/--no-double-quant", "quant.double_quant", None,
-     "QLoRA: also quantize the quantization constants."),
-    ("--lr", "train.lr", float, "Peak learning rate."),
-    ("--batch-size", "train.batch_size", int, "Training batch size per device."),
-    ("--eval-batch-size", "train.eval_batch_size", int, "Evaluation batch size per device."),
-    ("--epochs", "train.epochs", float, "Training epochs."),
-    ("--weight-decay", "train.weight_decay", float, "AdamW weight decay."),
-    ("--warmup-ratio", "train.warmup_ratio", float, "Share of steps spent warming up the learning rate."),
-    ("--scheduler", "train.scheduler", click.Choice(SCHEDULERS), "Learning-rate schedule."),
-    ("--seed", "train.seed", int, "Training seed: initialization, dropout, batch order."),
-    ("--precision", "train.precision", click.Choice(PRECISIONS),
-     "Compute precision (autocast); auto picks bf16 only where it is faster here, fp16 needs CUDA."),
-    ("--group-by-length/--no-group-by-length", "train.group_by_length", None, "Batch reviews of similar length together."),
-    ("--attention-dropout", "train.attention_dropout", float,
-     "Dropout on attention probabilities (default: the model's); 0 lets the fused attention kernel run."),
-    ("--gradient-checkpointing/--no-gradient-checkpointing", "train.gradient_checkpointing", None,
-     "Recompute activations in the backward pass: less memory, more time."),
-    ("--logging-steps", "train.logging_steps", int, "Log the training loss every N steps."),
-    ("--save-steps", "train.save_steps", int, "Checkpoint every N steps, so that --resume can continue the run."),
-    ("--save-every-epoch/--no-save-every-epoch", "train.save_every_epoch", None,
-     "Checkpoint at the end of each epoch."),
-    ("--keep-checkpoints", "train.keep_checkpoints", int, "Checkpoints kept while the run is in progress."),
-]
-
-DATA_OPTIONS = [o for o in TRAIN_OPTIONS if o[1].startswith("data.")]
-BENCHMARK_OPTIONS = [o for o in TRAIN_OPTIONS if o[1] != "train.seed"]  # seeds come from --seeds
+# Every recipe key with an option of its own, from the config's one schema (config.cli_options);
+# --set KEY=VALUE reaches the rest, and --set trainer.KEY=VALUE any TrainingArguments field.
+OPTIONS = cli_options()
+DATA_OPTIONS = [o for o in OPTIONS if o.key.startswith("data.")]
+BENCHMARK_OPTIONS = [o for o in OPTIONS if o.key != "train.seed"]  # seeds come from --seeds
 
 
-def _param_name(flag: str) -> str:
-    return flag.split("/")[0].lstrip("-").replace("-", "_")
+def _param_name(option: CliOption) -> str:
+    return option.key.replace(".", "__")
 
 
-def recipe_options(options: list[tuple[str, str, Any, str]]) -> Callable:
+def recipe_options(options: list[CliOption]) -> Callable:
     def decorate(func: Callable) -> Callable:
-        for flag, key, kind, help_text in reversed(options):
-            if kind is None:
-                func = click.option(flag, _param_name(flag), default=None, help=help_text)(func)
+        for o in reversed(options):
+            help_text = f"{o.help} ({o.key})"
+            if o.kind is bool:
+                func = click.option(o.flags, _param_name(o), default=None, help=help_text)(func)
             else:
-                func = click.option(flag, _param_name(flag), type=kind, default=None,
-                                    help=f"{help_text} ({key})")(func)
+                kind = click.Choice(o.kind) if isinstance(o.kind, tuple) else o.kind
+                func = click.option(o.flags, _param_name(o), type=kind, default=None, help=help_text)(func)
         return func
     return decorate
 
 
-def collect_overrides(options: list[tuple[str, str, Any, str]], values: dict[str, Any]) -> dict[str, Any]:
-    return {key: values[_param_name(flag)] for flag, key, _, _ in options
-            if values.get(_param_name(flag)) is not None}
+def collect_overrides(options: list[CliOption], values: dict[str, Any]) -> dict[str, Any]:
+    return {o.key: values[_param_name(o)] for o in options if values.get(_param_name(o)) is not None}
 
 
-def option_overrides(options: list[tuple[str, str, Any, str]], values: dict[str, Any],
-                     sets: tuple[str, ...]) -> dict[str, Any]:
+def option_overrides(options: list[CliOption], values: dict[str, Any], sets: tuple[str, ...]) -> dict[str, Any]:
     """Dotted recipe keys from the recipe options given, then from each --set KEY=VALUE."""
     overrides = collect_overrides(options, values)
-    if isinstance(overrides.get("lora.target_modules"), str):
-        overrides["lora.target_modules"] = [m.strip() for m in overrides["lora.target_modules"].split(",")
-                                            if m.strip()]
     for item in sets:
         key, value = parse_override(item)
         overrides[key] = value
@@ -107,19 +59,39 @@ def option_overrides(options: list[tuple[str, str, Any, str]], values: dict[str,
 
 
 def handle_errors(func: Callable) -> Callable:
-    """Library errors become one `Error: ...` line and exit 1; Ctrl-C exits 130 cleanly."""
+    """Library errors become one `Error: ...` line and exit 1; Ctrl-C exits 130 cleanly.
+
+    Every failure is also written as an `error` event for a benchmark that started this process
+    (events.py); an unexpected exception still ends with its traceback.
+    """
+    from . import events
+    from .errors import first_line
+
+    def report(err: BaseException, message: str) -> None:
+        events.emit("error", message=message, type=type(err).__name__)
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except Interrupted as err:
+            report(err, f"Interrupted: {first_line(err)}")
             click.echo(f"Interrupted: {err}", err=True)
             sys.exit(128 + err.signum)
         except PeftSentimentError as err:
+            report(err, first_line(err))
             raise click.ClickException(str(err)) from None
+        except click.ClickException as err:  # a usage error found in the command's body
+            report(err, first_line(err))
+            raise
         except KeyboardInterrupt as err:
-            click.echo("Interrupted: stopped cleanly, nothing was saved.", err=True)
+            message = "Interrupted: stopped cleanly, nothing was saved."
+            report(err, message)
+            click.echo(message, err=True)
             sys.exit(143 if isinstance(err, Terminated) else 130)
+        except Exception as err:
+            report(err, f"{type(err).__name__}: {first_line(err)}")
+            raise
     return wrapper
 
 
@@ -191,9 +163,10 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder (or an unfinished one).")
 @click.option("--resume", "resume_run", type=click.Path(path_type=Path), default=None, metavar="RUN",
               help="Continue the unfinished RUN from its last checkpoint, with its own config.")
-@recipe_options(TRAIN_OPTIONS)
+@recipe_options(OPTIONS)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override any recipe key, e.g. --set train.lr=1.0e-4 or model.architecture='{...}'.")
+              help="Override any recipe key, e.g. --set trainer.max_grad_norm=0.5 (any TrainingArguments "
+                   "field) or --set model.architecture='{...}'.")
 @handle_errors
 def train(method: str | None, recipe: str | None, output: Path | None, overwrite: bool,
           resume_run: Path | None, sets: tuple[str, ...], **options: Any) -> None:
@@ -205,9 +178,10 @@ def train(method: str | None, recipe: str | None, output: Path | None, overwrite
     """
     from rich.console import Console
 
-    from .artifacts import load_run_config
+    from . import events
     from .dist import world
     from .run import run_training
+    from .rundir import load_run_config
     from .ui import RichProgress, err_console, format_params, metrics_table
 
     overrides: dict[str, Any] = {}
@@ -215,7 +189,7 @@ def train(method: str | None, recipe: str | None, output: Path | None, overwrite
         overrides["method"] = method
     elif recipe is None and resume_run is None:
         overrides["method"] = "lora"
-    overrides.update(option_overrides(TRAIN_OPTIONS, options, sets))
+    overrides.update(option_overrides(OPTIONS, options, sets))
     if resume_run is not None:
         if overrides or recipe is not None or output is not None:
             raise click.UsageError("--resume continues a run with its own config: pass no other "
@@ -236,8 +210,8 @@ def train(method: str | None, recipe: str | None, output: Path | None, overwrite
     progress = RichProgress()
     try:
         result = run_training(cfg, output=resume_run or output, overwrite=overwrite,
-                              callbacks=[progress] if main else [], on_model=on_model if main else None,
-                              resume=resume_run is not None)
+                              callbacks=[progress, *events.callbacks()] if main else [],
+                              on_model=on_model if main else None, resume=resume_run is not None)
     finally:
         progress.close()
     if not main:
@@ -266,9 +240,9 @@ def evaluate(source: str, as_json: bool, save_predictions: Path | None, **option
     """Re-evaluate a run (or model folder) on its own test subset or on --data."""
     from rich.console import Console
 
-    from .artifacts import check_new_file, is_run, load_run_config, write_json_atomic
     from .config import build, config_to_dict
     from .run import evaluate_run
+    from .rundir import check_new_file, is_run, load_run_config, write_json_atomic
     from .ui import metrics_table
 
     overrides = collect_overrides(DATA_OPTIONS, options)
@@ -340,12 +314,15 @@ def predict(source: str, texts: tuple[str, ...], file: Any, as_json: bool, outpu
 
     if output is not None:
         check_output_file(output, overwrite)
+    named_file = file is not None
     if file is None and not texts and not sys.stdin.isatty():
         file = click.get_binary_stream("stdin")
     name = getattr(file, "name", "<stdin>")
     name = "standard input" if name in ("<stdin>", "-") else str(name)
     has_lines, lines = peek_text(read_lines(file, name, errors) if file is not None else ())
     if not texts and not has_lines:
+        if named_file:
+            raise click.UsageError(f"no text in {name}: every line is empty")
         raise click.UsageError("no text given: pass TEXT arguments, --file, or standard input")
     _quiet_libraries()
     pipe = load_pipeline(source, precision=precision)
@@ -476,13 +453,17 @@ def _int_list(text: str, what: str) -> tuple[int, ...]:
               help="Benchmark folder. [default: runs/benchmark-<timestamp>]")
 @click.option("--methods", default="full,lora", show_default=True, metavar="NAME,...",
               help="Methods to compare: recipe names in recipes/ or recipe YAML paths.")
+@click.option("--recipe", default=None, metavar="NAME|PATH",
+              help="Base recipe whose data and model sections every method uses (e.g. smoke: offline); each "
+                   "method's own recipe gives the rest.")
 @click.option("--seeds", default="42", show_default=True, metavar="N,...", help="Training seeds per method.")
 @recipe_options(BENCHMARK_OPTIONS)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe key for every method.")
 @click.option("--eval-test-size", "eval_sizes", type=click.IntRange(min=1), multiple=True, metavar="N",
               help="Also evaluate every trained run on N test reviews (repeatable), e.g. 2000.")
-@click.option("--baseline", default="full", show_default=True,
-              help="Method every other one is compared with on the same reviews.")
+@click.option("--baseline", default=None,
+              help="Method every other one is compared with on the same reviews. [default: full when it "
+                   "is among --methods, else the first method]")
 @click.option("--resamples", type=click.IntRange(min=100), default=2000, show_default=True,
               help="Bootstrap resamples for the intervals.")
 @click.option("--launcher", type=click.Choice(["python", "torchrun"]), default="python", show_default=True,
@@ -494,9 +475,10 @@ def _int_list(text: str, what: str) -> tuple[int, ...]:
 @click.option("--report", "report_from", type=click.Path(path_type=Path), default=None, metavar="DIR|FILE",
               help="Re-render the tables and plot of a finished benchmark (its folder or results.json); runs nothing.")
 @handle_errors
-def benchmark(output: Path | None, methods: str, seeds: str, sets: tuple[str, ...], eval_sizes: tuple[int, ...],
-              baseline: str, resamples: int, launcher: str, nproc_per_node: int | None, resume: bool,
-              overwrite: bool, report_from: Path | None, **options: Any) -> None:
+def benchmark(output: Path | None, methods: str, recipe: str | None, seeds: str, sets: tuple[str, ...],
+              eval_sizes: tuple[int, ...], baseline: str, resamples: int, launcher: str,
+              nproc_per_node: int | None, resume: bool, overwrite: bool, report_from: Path | None,
+              **options: Any) -> None:
     """Train every method with every seed, each in its own process, and compare them.
 
     Writes results.json (every run, per-review predictions, environment), results.md and plot.png:
@@ -505,7 +487,7 @@ def benchmark(output: Path | None, methods: str, seeds: str, sets: tuple[str, ..
     """
     from datetime import datetime
 
-    from .benchmark import RESULTS_FILE, BenchmarkSpec, load_results, run_benchmark
+    from .benchmark import RESULTS_FILE, BenchmarkSpec, default_baseline, load_results, run_benchmark
     from .report import rich_tables, write_report
     from .ui import BenchmarkProgress
 
@@ -518,10 +500,13 @@ def benchmark(output: Path | None, methods: str, seeds: str, sets: tuple[str, ..
         click.echo(f"report: {folder / 'results.md'}, {folder / 'plot.png'}")
         return
     overrides = option_overrides(BENCHMARK_OPTIONS, options, sets)
-    spec = BenchmarkSpec(methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+    names = tuple(m.strip() for m in methods.split(",") if m.strip())
+    spec = BenchmarkSpec(methods=names,
                          seeds=_int_list(seeds, "--seeds"), overrides=overrides,
-                         eval_test_sizes=tuple(sorted(set(eval_sizes))), baseline=baseline,
-                         resamples=resamples, nproc_per_node=_processes(launcher, nproc_per_node))
+                         eval_test_sizes=tuple(sorted(set(eval_sizes))),
+                         baseline=baseline or default_baseline(names),
+                         resamples=resamples, nproc_per_node=_processes(launcher, nproc_per_node),
+                         recipe=recipe)
     output = output or Path("runs") / f"benchmark-{datetime.now():%Y%m%d-%H%M%S}"
     _quiet_libraries()
     outcome = run_benchmark(spec, output, resume=resume, overwrite=overwrite, reporter=BenchmarkProgress(),

@@ -30,29 +30,44 @@ METHOD_NAMES = {
     "head": "head-only training",
 }
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt")
 
 DEFAULT_MODEL = "distilbert-base-uncased"
 DEFAULT_DATA = "stanfordnlp/imdb"
 
 
+def opt(default: Any, flag: str, help: str) -> Any:
+    """A config field with its command-line option: the one schema the CLI options are made from."""
+    return field(default=default, metadata={"flag": flag, "help": help})
+
+
+def check_seed(seed: int, key: str) -> None:
+    """Seeds go to numpy and datasets, which take 0 to 2**32 - 1."""
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"{key} must be between 0 and {2**32 - 1}, got {seed}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = DEFAULT_DATA  # Hub dataset id or a local folder
-    text_column: str = "text"
-    label_column: str = "label"
-    train_split: str = "train"
-    test_split: str = "test"
-    train_size: int = 3000
-    test_size: int = 300
-    shuffle_seed: int = 42  # selects the subset: shuffle(seed).select(range(n)), apart from train.seed
-    max_length: int = 512  # tokens; longer reviews are truncated
+    source: str = opt(DEFAULT_DATA, "--data", "Hub dataset id or local folder (train/test files or aclImdb).")
+    text_column: str = opt("text", "--text-column", "Column holding the review text.")
+    label_column: str = opt("label", "--label-column",
+                            "Column holding the label (0/1, neg/pos, negative/positive).")
+    train_split: str = opt("train", "--train-split", "Name of the training split (file stem in a local folder).")
+    test_split: str = opt("test", "--test-split", "Name of the test split.")
+    train_size: int = opt(3000, "--train-size", "Training reviews: shuffle(seed).select(range(n)).")
+    test_size: int = opt(300, "--test-size", "Test reviews, taken the same way.")
+    # Selects the subset: shuffle(seed).select(range(n)), apart from train.seed.
+    shuffle_seed: int = opt(42, "--shuffle-seed", "Seed of the subset shuffle (not the training seed).")
+    max_length: int = opt(512, "--max-length", "Maximum tokens per review; longer ones are truncated.")
 
     def __post_init__(self) -> None:
         for name in ("train_size", "test_size", "max_length"):
             value = getattr(self, name)
             if value <= 0:
                 raise ConfigError(f"data.{name} must be positive, got {value}")
+        check_seed(self.shuffle_seed, "data.shuffle_seed")
         for name in ("source", "text_column", "label_column", "train_split", "test_split"):
             if not getattr(self, name):
                 raise ConfigError(f"data.{name} must not be empty")
@@ -60,12 +75,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = DEFAULT_MODEL  # Hub id or a local folder
-    random_init: bool = False  # build the architecture of `name` with random weights (speed runs)
+    name: str = opt(DEFAULT_MODEL, "--model", "Hub id or local folder of the base model.")
+    random_init: bool = opt(False, "--random-init/--pretrained",
+                            "Random weights in the model's architecture (speed runs).")
     architecture: dict[str, Any] | None = None  # build a new model from these config fields instead
-    tokenizer: str | None = None  # Hub id or folder; defaults to `name`
-    tokenizer_vocab_size: int | None = None  # train a WordPiece tokenizer of this size on the train texts
-    trust_remote_code: bool = False  # run a Hub repo's own Python code: only when the user asks
+    tokenizer: str | None = opt(None, "--tokenizer", "Tokenizer Hub id or folder (default: the model's).")
+    tokenizer_vocab_size: int | None = opt(None, "--tokenizer-vocab-size",
+                                           "Train a WordPiece tokenizer of this size on the train texts.")
+    trust_remote_code: bool = opt(False, "--trust-remote-code/--no-trust-remote-code",
+                                  "Allow a model repo's own Python code to run (off unless given).")
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -90,10 +108,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LoraConfig:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.1
-    target_modules: tuple[str, ...] | None = None  # None: every attention and feed-forward linear layer
+    r: int = opt(8, "--lora-r", "LoRA rank.")
+    alpha: int = opt(16, "--lora-alpha", "LoRA scaling alpha (the update is scaled by alpha / r).")
+    dropout: float = opt(0.1, "--lora-dropout", "Dropout on the LoRA input.")
+    # None: every attention and feed-forward linear layer
+    target_modules: tuple[str, ...] | None = opt(
+        None, "--target-modules",
+        "Comma-separated module names for LoRA, DoRA and QLoRA (default: per architecture).")
 
     def __post_init__(self) -> None:
         if self.r <= 0:
@@ -128,45 +149,34 @@ class Ia3Config:
 class QuantConfig:
     """QLoRA's 4-bit base (bitsandbytes)."""
 
-    quant_type: Literal["nf4", "fp4"] = "nf4"
-    double_quant: bool = True  # quantize the quantization constants too (~0.4 bit per weight saved)
+    quant_type: Literal["nf4", "fp4"] = opt("nf4", "--quant-type", "QLoRA: 4-bit data type of the base.")
+    # ~0.4 bit per weight saved
+    double_quant: bool = opt(True, "--double-quant/--no-double-quant",
+                             "QLoRA: also quantize the quantization constants.")
     compute_dtype: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where the hardware runs it
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    lr: float = 2.0e-5
-    batch_size: int = 16
-    eval_batch_size: int = 16
-    epochs: float = 2.0
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.0
-    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    seed: int = 42  # model init, dropout and batch order
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # auto: see perf.choose_precision
-    group_by_length: bool = False  # batches of similar length: less padding
-    # Dropout on the attention probabilities; None keeps the model's own (DistilBERT/BERT: 0.1). At 0
-    # PyTorch's fused attention kernel runs instead of one that draws a batch x heads x len x len mask.
-    attention_dropout: float | None = None
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory
-    logging_steps: int = 10
-    save_steps: int | None = None  # checkpoint every N optimizer steps, for --resume
-    save_every_epoch: bool = False  # checkpoint at the end of each epoch
-    keep_checkpoints: int = 2  # the last K checkpoints are kept while the run is in progress
+    """What the project itself interprets about training. Every plain Trainer option (learning rate,
+    batch size, epochs, schedule, accumulation, optimizer...) lives in the `trainer:` section."""
+
+    seed: int = opt(42, "--seed", "Training seed: initialization, dropout, batch order.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt(
+        "fp32", "--precision",
+        "Compute precision (autocast); auto picks bf16 only where it is faster here, fp16 needs CUDA.")
+    # At 0 PyTorch's fused attention kernel runs instead of one that draws a batch x heads x len x len mask.
+    attention_dropout: float | None = opt(
+        None, "--attention-dropout",
+        "Dropout on attention probabilities (default: the model's); 0 lets the fused attention kernel run.")
+    save_steps: int | None = opt(None, "--save-steps",
+                                 "Checkpoint every N steps, so that --resume can continue the run.")
+    save_every_epoch: bool = opt(False, "--save-every-epoch/--no-save-every-epoch",
+                                 "Checkpoint at the end of each epoch.")
+    keep_checkpoints: int = opt(2, "--keep-checkpoints", "Checkpoints kept while the run is in progress.")
 
     def __post_init__(self) -> None:
-        for name in ("lr", "epochs"):
-            value = getattr(self, name)
-            if value <= 0:
-                raise ConfigError(f"train.{name} must be positive, got {value}")
-        for name in ("batch_size", "eval_batch_size", "logging_steps"):
-            value = getattr(self, name)
-            if value <= 0:
-                raise ConfigError(f"train.{name} must be positive, got {value}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"train.weight_decay must not be negative, got {self.weight_decay}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        check_seed(self.seed, "train.seed")
         if self.save_steps is not None and self.save_steps <= 0:
             raise ConfigError(f"train.save_steps must be positive, got {self.save_steps}")
         if self.save_steps is not None and self.save_every_epoch:
@@ -175,6 +185,51 @@ class TrainConfig:
             raise ConfigError(f"train.keep_checkpoints must be positive, got {self.keep_checkpoints}")
         if self.attention_dropout is not None and not 0.0 <= self.attention_dropout < 1.0:
             raise ConfigError(f"train.attention_dropout must be in [0, 1), got {self.attention_dropout}")
+
+
+# The project's defaults for the Trainer (the seed recipe's); a recipe's trainer: section goes on top.
+DEFAULT_TRAINER: dict[str, Any] = {
+    "learning_rate": 2.0e-5,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 16,
+    "num_train_epochs": 2.0,
+    "weight_decay": 0.01,
+    "logging_steps": 10,
+}
+
+
+@dataclass(frozen=True)
+class TrainerFlag:
+    """A TrainingArguments field with an option of its own (the rest: --set trainer.KEY=VALUE)."""
+
+    flags: str  # click's spelling: "--lr/--learning-rate" for aliases, "--x/--no-x" for a switch
+    kind: Any  # int, float, str, bool, or a tuple of choices
+    help: str
+
+
+# The Trainer options most runs change. Types and values are checked by transformers (trainer_args.py);
+# tests/test_config.py checks that each name is a TrainingArguments field of this type.
+TRAINER_FLAGS: dict[str, TrainerFlag] = {
+    "learning_rate": TrainerFlag("--lr", float, "Peak learning rate."),
+    "per_device_train_batch_size": TrainerFlag("--batch-size", int, "Training batch size per device."),
+    "per_device_eval_batch_size": TrainerFlag("--eval-batch-size", int, "Evaluation batch size per device."),
+    "num_train_epochs": TrainerFlag("--epochs", float, "Training epochs."),
+    "weight_decay": TrainerFlag("--weight-decay", float, "AdamW weight decay."),
+    "warmup_steps": TrainerFlag("--warmup", float,
+                                "Learning-rate warmup: steps, or a share of all steps when below 1."),
+    "lr_scheduler_type": TrainerFlag("--scheduler", SCHEDULERS, "Learning-rate schedule."),
+    "gradient_accumulation_steps": TrainerFlag("--gradient-accumulation-steps", int,
+                                               "Batches whose gradients add up to one optimizer step."),
+    "train_sampling_strategy": TrainerFlag("--sampling", ("random", "sequential", "group_by_length"),
+                                           "Batch order; group_by_length batches reviews of similar length."),
+    "gradient_checkpointing": TrainerFlag("--gradient-checkpointing/--no-gradient-checkpointing", bool,
+                                          "Recompute activations in the backward pass: less memory, more time."),
+    "logging_steps": TrainerFlag("--logging-steps", float,
+                                 "Log the training loss every N steps (below 1: a share of all steps)."),
+    "report_to": TrainerFlag("--report-to", str,
+                             "Experiment tracking: none, tensorboard, trackio or mlflow (comma-separated); "
+                             "TensorBoard logs go to RUN/tensorboard/."),
+}
 
 
 @dataclass(frozen=True)
@@ -186,6 +241,13 @@ class RunConfig:
     ia3: Ia3Config = field(default_factory=Ia3Config)
     quant: QuantConfig = field(default_factory=QuantConfig)  # qlora
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Any transformers TrainingArguments field, on top of DEFAULT_TRAINER; checked by transformers.
+    trainer: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAINER))
+
+    def __post_init__(self) -> None:
+        from .trainer_args import check_trainer
+
+        check_trainer(self.trainer)
 
     @property
     def saves_adapter(self) -> bool:
@@ -255,7 +317,7 @@ def read_recipe(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read recipe {path}: {err}") from None
     if data is None:
-        return {}
+        raise ConfigError(f"recipe {path} is empty: it needs at least a method, e.g. `method: lora`")
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of keys to values")
     return data
@@ -301,9 +363,98 @@ def load_config(
         data = read_recipe(candidate) if candidate.is_file() else {}
     else:
         data = read_recipe(recipe_path(str(recipe)))
+    model = data.get("model")
+    if (overrides.get("model.name") and "model.architecture" not in overrides and isinstance(model, dict)
+            and model.get("architecture") is not None):
+        raise ConfigError(f"--model {overrides['model.name']}: this recipe builds a new model from "
+                          "model.architecture and would not load it; pass --set model.architecture=null "
+                          "(and --tokenizer if the recipe trains one) to use it")
     for key, value in overrides.items():
-        set_dotted(data, key, value)
+        set_dotted(data, *_upgrade_override(key, value))
     return build(RunConfig, data)
+
+
+@dataclass(frozen=True)
+class CliOption:
+    flags: str  # click's spelling, e.g. "--lora-r" or "--random-init/--pretrained"
+    key: str  # dotted recipe key
+    kind: Any  # int, float, str, bool, or a tuple of choices
+    help: str
+
+
+def cli_options() -> list[CliOption]:
+    """The command-line option of every recipe key that has one: the config fields' own (their
+    `opt` metadata), then TRAINER_FLAGS."""
+    found: list[CliOption] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.")
+            elif "flag" in f.metadata:
+                found.append(CliOption(f.metadata["flag"], prefix + f.name, _option_kind(hints[f.name]),
+                                       f.metadata["help"]))
+
+    walk(RunConfig, "")
+    found += [CliOption(flag.flags, f"trainer.{name}", flag.kind, flag.help) for name, flag in TRAINER_FLAGS.items()]
+    return found
+
+
+def _option_kind(tp: Any) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return _option_kind(args[0])
+    if typing.get_origin(tp) is Literal:
+        return tuple(args)
+    if typing.get_origin(tp) is tuple:
+        return str  # comma-separated
+    return tp
+
+
+# What train: held before the trainer: section existed, and the TrainingArguments field each became:
+# config.yaml of older runs, and older recipes, still load.
+LEGACY_TRAIN_KEYS = {
+    "lr": "learning_rate",
+    "batch_size": "per_device_train_batch_size",
+    "eval_batch_size": "per_device_eval_batch_size",
+    "epochs": "num_train_epochs",
+    "weight_decay": "weight_decay",
+    "warmup_ratio": "warmup_steps",  # v5: a float below 1 is a share of the steps
+    "scheduler": "lr_scheduler_type",
+    "group_by_length": "train_sampling_strategy",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "logging_steps": "logging_steps",
+}
+
+
+def _upgrade_legacy_value(old: str, value: Any) -> Any:
+    if old == "group_by_length" and isinstance(value, bool):
+        return "group_by_length" if value else "random"
+    return value
+
+
+def _upgrade_override(key: str, value: Any) -> tuple[str, Any]:
+    """A legacy `train.KEY` override, as the trainer: key it stands for (so it beats the recipe's)."""
+    section, _, name = key.partition(".")
+    if section == "train" and name in LEGACY_TRAIN_KEYS:
+        return f"trainer.{LEGACY_TRAIN_KEYS[name]}", _upgrade_legacy_value(name, value)
+    return key, value
+
+
+def upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """Move the legacy train: keys of a recipe to trainer:."""
+    train, trainer = data.get("train"), data.get("trainer", {})
+    if not isinstance(train, dict) or not isinstance(trainer, dict) or not set(train) & set(LEGACY_TRAIN_KEYS):
+        return data
+    train, trainer = dict(train), dict(trainer)
+    for old, new in LEGACY_TRAIN_KEYS.items():
+        if old not in train:
+            continue
+        if new in trainer:
+            raise ConfigError(f"train.{old} and trainer.{new} set the same option: keep trainer.{new}")
+        trainer[new] = _upgrade_legacy_value(old, train.pop(old))
+    return {**data, "train": train, "trainer": trainer}
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -330,16 +481,25 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
     where = prefix.rstrip(".") or "recipe"
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    if cls is RunConfig:
+        data = upgrade_legacy(data)
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in known:
             raise ConfigError(f"unknown key {prefix + str(key)!r} (known: {', '.join(known)})")
     kwargs = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
+    if cls is RunConfig and "trainer" in kwargs:
+        from .trainer_args import coerce_trainer
+
+        kwargs["trainer"] = {**DEFAULT_TRAINER, **coerce_trainer(kwargs["trainer"])}
     try:
         return cls(**kwargs)
     except TypeError as err:  # pragma: no cover - all fields have defaults
         raise ConfigError(str(err)) from None
+
+
+MAX_INT = 2**63 - 1  # what a C long holds: torch, numpy and itertools take no more
 
 
 def _short(value: Any) -> str:
@@ -367,6 +527,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         raise ConfigError(f"{key} must be true or false, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -MAX_INT <= value <= MAX_INT:
+                raise ConfigError(f"{key} must be at most {MAX_INT} in size, got {_short(value)}")
             return value
         raise ConfigError(f"{key} must be an integer, got {value!r}")
     if tp is float:

@@ -7,6 +7,7 @@ The subset of each split is `shuffle(seed=shuffle_seed).select(range(n))`.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,7 @@ _FILE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json"
 class Splits:
     train: Dataset | None  # columns: text, label (0/1); None when only the test split was asked for
     test: Dataset
-    source: str  # where each split came from (file path or Hub id), for messages and metrics
-    train_origin: str
+    train_origin: str  # where each split came from (file path or Hub id[split]), for messages
     test_origin: str
 
 
@@ -40,8 +40,7 @@ def load_splits(cfg: DataConfig, need_train: bool = True) -> Splits:
     test_ds, test_origin = _load_split(cfg, cfg.test_split)
     train = _subset(train_ds, cfg, cfg.train_size, train_origin, "train") if need_train else None
     test = _subset(test_ds, cfg, cfg.test_size, test_origin, "test")
-    return Splits(train=train, test=test, source=cfg.source, train_origin=train_origin,
-                  test_origin=test_origin)
+    return Splits(train=train, test=test, train_origin=train_origin, test_origin=test_origin)
 
 
 def resolve_source(source: str) -> Path:
@@ -98,6 +97,8 @@ def _load_file_split(folder: Path, split: str) -> tuple[Dataset, str]:
     file = matches[0]
     if file.stat().st_size == 0:
         raise DataError(f"{file} is empty: no reviews to read")
+    if file.suffix in (".csv", ".jsonl") and not _has_rows(file):
+        raise DataError(f"{file} has no rows: no reviews to read")
     try:
         if file.suffix == ".parquet":
             ds = Dataset.from_parquet(str(file))
@@ -106,8 +107,39 @@ def _load_file_split(folder: Path, split: str) -> tuple[Dataset, str]:
         else:
             ds = Dataset.from_json(str(file))
     except Exception as err:  # noqa: BLE001 - pyarrow/pandas raise many types for bad files
-        raise DataError(f"cannot read {file}: {first_line(err)}") from None
+        # datasets only says "An error occurred while generating the dataset": find the line.
+        problem = _bad_json_line(file) if file.suffix == ".jsonl" else None
+        raise DataError(f"cannot read {file}: {problem or first_line(err)}") from None
     return ds, str(file)
+
+
+def _has_rows(file: Path) -> bool:
+    """Whether a CSV file holds a row after its header, or a JSON Lines file a non-blank line."""
+    needed = 2 if file.suffix == ".csv" else 1
+    with file.open("rb") as f:
+        for line in f:
+            if line.strip():
+                needed -= 1
+                if needed == 0:
+                    return True
+    return False
+
+
+def _bad_json_line(file: Path) -> str | None:
+    """The first line of a JSON Lines file that is not a JSON object, described; None if all are."""
+    with file.open("rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except UnicodeDecodeError:
+                return f"line {number} is not valid UTF-8"
+            except ValueError as err:
+                return f"line {number} is not valid JSON ({getattr(err, 'msg', err)})"
+            if not isinstance(row, dict):
+                return f"line {number} is not a JSON object"
+    return None
 
 
 def _is_aclimdb(folder: Path) -> bool:
@@ -164,7 +196,11 @@ def _normalize(ds: Dataset, cfg: DataConfig, origin: str) -> Dataset:
     if len(ds) == 0:
         raise DataError(f"{origin}: the split is empty")
     texts = ds[cfg.text_column]
-    empty = sum(1 for t in texts if not isinstance(t, str) or not t.strip())
+    not_text = [t for t in texts if t is not None and not isinstance(t, str)]
+    if not_text:
+        raise DataError(f"{origin}: {len(not_text)} value(s) in column {cfg.text_column!r} are not text, "
+                        f"e.g. {not_text[0]!r}")
+    empty = sum(1 for t in texts if t is None or not t.strip())
     if empty:
         raise DataError(f"{origin}: {empty} empty text(s) in column {cfg.text_column!r}")
     labels = [_label_id(v) for v in ds[cfg.label_column]]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,11 +27,11 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from .artifacts import ADAPTER_DIR, BASE_DIR, MODEL_DIR, atomic_dir, load_run_config, write_json
 from .card import Kind, benchmark_rows, build_card, hub_id
 from .config import METHOD_NAMES, RunConfig
-from .errors import ConfigError, HubError, RunError
+from .errors import ConfigError, HubError, RunError, first_line
 from .merge import MergeResult, check_mergeable, copy_tokenizer, write_merged
+from .rundir import ADAPTER_DIR, BASE_DIR, MODEL_DIR, atomic_dir, load_run_config, write_json
 
 CARD_FILE = "README.md"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -68,10 +69,21 @@ def check_repo_id(repo_id: str) -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise ConfigError(f"--repo-id {repo_id!r} is not a valid Hub repo id: {_first_line(err)}") from None
+        raise ConfigError(f"--repo-id {repo_id!r} is not a valid Hub repo id: {first_line(err)}") from None
     if repo_id.count("/") != 1:
         raise ConfigError(f"--repo-id {repo_id!r} must look like NAME/REPO: your user or organization "
                           "name, a slash, the repo name")
+
+
+# Hub license ids: apache-2.0, mit, cc-by-nc-sa-4.0, openrail++, other, ...
+_LICENSE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]*")
+
+
+def check_license(license: str) -> None:
+    """One license id for the model card's metadata, checked before anything is built."""
+    if not _LICENSE_ID.fullmatch(license):
+        raise ConfigError(f"--license {license!r} is not a license id: use one such as apache-2.0, mit or "
+                          "other (https://huggingface.co/docs/hub/repositories-licenses)")
 
 
 def hub_token() -> str:
@@ -105,6 +117,7 @@ def push_run(
     """Stage the run's merged model or adapter with a model card, and upload it in one commit."""
     run_dir = Path(run_dir)
     check_repo_id(repo_id)
+    check_license(license)
     if staging_dir is not None and not dry_run:
         raise ConfigError("--staging-dir only applies with --dry-run (a push stages in a temporary folder)")
     cfg = load_run_config(run_dir)
@@ -274,13 +287,13 @@ def _hub_errors(repo_id: str, branch: str | None, token: str | None) -> Iterator
     except HfHubHTTPError as err:
         status = err.response.status_code if getattr(err, "response", None) is not None else "?"
         raise HubError(_scrub(f"the Hub refused a request for {repo_id} (HTTP {status}): "
-                              f"{_first_line(err)}; nothing was committed", token)) from None
+                              f"{first_line(err)}; nothing was committed", token)) from None
     except OfflineModeIsEnabled:
         raise HubError("cannot reach the Hub: HF_HUB_OFFLINE is set; unset it to push "
                        "(nothing was committed)") from None
     except (OSError, *_http_errors()) as err:
         raise HubError(_scrub(f"cannot reach the Hub to push {repo_id} ({type(err).__name__}: "
-                              f"{_first_line(err)}): check the network and retry; nothing was "
+                              f"{first_line(err)}): check the network and retry; nothing was "
                               "committed", token)) from None
 
 
@@ -303,8 +316,3 @@ def _kind_words(cfg: RunConfig, kind: Kind) -> str:
 
 def _scrub(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__

@@ -15,28 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
-from .artifacts import (
-    ADAPTER_DIR,
-    BASE_DIR,
-    MODEL_DIR,
-    atomic_dir,
-    check_output,
-    load_adapter,
-    load_model,
-    load_run_config,
-    write_json,
-)
 from .config import RunConfig, looks_like_path, path_exists
-from .data import ID2LABEL, LABEL2ID, load_splits
+from .data import load_splits
 from .errors import ModelError, PeftSentimentError, RunError
-from .modeling import quantized_load_kwargs
+from .loading import base_source, load_adapter, load_base, load_model
+from .rundir import ADAPTER_DIR, BASE_DIR, MODEL_DIR, atomic_dir, check_output, load_run_config, write_json
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +70,6 @@ class MergeResult:
     max_abs_diff_vs_4bit: float | None = None  # QLoRA: against the 4-bit model as trained
 
 
-def merge_adapter(model: torch.nn.Module) -> PreTrainedModel:
-    """Fold the LoRA weights into the base and put the trained head copies in place."""
-    return model.merge_and_unload()  # not in place: only the returned model is merged (peft#2032)
-
-
 def check_mergeable(run_dir: Path) -> RunConfig:
     """The run's config, if the run has an adapter to merge."""
     cfg = load_run_config(run_dir)
@@ -120,15 +100,18 @@ def write_merged(run_dir: Path, folder: Path, record_paths: bool = True) -> Merg
     cfg = check_mergeable(run_dir)
     model, tokenizer, quantized = _load_for_merge(run_dir, cfg)
     texts, texts_from = check_texts(cfg)
-    batches = _encode(tokenizer, texts, cfg.data.max_length, cfg.train.eval_batch_size)
+    batches = _encode(tokenizer, texts, cfg.data.max_length, cfg.trainer["per_device_eval_batch_size"])
     reference = _logits(model, batches)  # base + adapter, before merging
 
-    merged = merge_adapter(model)
+    # Fold the adapter weights into the base and put the trained head copies in place. Not in place:
+    # only the returned model is merged (peft#2032).
+    merged = model.merge_and_unload()
     merged.save_pretrained(folder)  # a clean folder: model.safetensors and config.json, no adapter files
     copy_tokenizer(run_dir / ADAPTER_DIR, folder, cfg.data.max_length)
 
     # Check what was written, reloaded the way users will load it.
-    reloaded = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True).eval()
+    reloaded = AutoModelForSequenceClassification.from_pretrained(
+        str(folder), use_safetensors=True, trust_remote_code=cfg.model.trust_remote_code).eval()
     merged_logits = _logits(reloaded, batches)
     diff = float((merged_logits - reference).abs().max())
     base = _base_name(cfg, run_dir)
@@ -169,19 +152,17 @@ def _load_for_merge(run_dir: Path, cfg: RunConfig) -> tuple[torch.nn.Module, Pre
     first: the merged model holds exactly the weights the 4-bit base stood for.
     """
     if cfg.method != "qlora":
-        loaded = load_model(run_dir)
+        loaded = load_model(run_dir)  # passes the run's trust_remote_code on
         return loaded.model.float().eval(), loaded.tokenizer, None
-    from peft import PeftConfig, PeftModel
+    from peft import PeftModel
 
     fp32 = dataclasses.replace(cfg.quant, compute_dtype="fp32")
+    adapter_dir = run_dir / ADAPTER_DIR
     base_dir = run_dir / BASE_DIR if (run_dir / BASE_DIR).is_dir() else None
-    quantized, tokenizer = load_adapter(run_dir / ADAPTER_DIR, base_dir, fp32)
-    source = str(base_dir) if base_dir is not None else PeftConfig.from_pretrained(
-        str(run_dir / ADAPTER_DIR)).base_model_name_or_path
-    base = AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=2, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID), use_safetensors=True,
-        **quantized_load_kwargs(fp32, AutoConfig.from_pretrained(source).model_type)).dequantize().float()
-    model = PeftModel.from_pretrained(base, str(run_dir / ADAPTER_DIR)).eval()
+    remote = cfg.model.trust_remote_code
+    quantized, tokenizer = load_adapter(adapter_dir, base_dir, fp32, remote)
+    base = load_base(base_source(adapter_dir, base_dir), fp32, remote).dequantize().float()
+    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
     return model, tokenizer, quantized.eval()
 
 

@@ -204,10 +204,10 @@ def _four_bit_problem() -> str | None:
 def quantization_config(quant: QuantConfig, model_type: str) -> object:
     from transformers import BitsAndBytesConfig
 
-    from .train import resolve_precision
+    from .probe import choose_precision
 
     require_bitsandbytes()
-    compute = quant.compute_dtype if quant.compute_dtype != "auto" else resolve_precision("auto")
+    compute = quant.compute_dtype if quant.compute_dtype != "auto" else choose_precision("auto")
     # The head stays in full precision and trainable; poolers are kept out too (one may be new).
     skip = [*HEAD_MODULES.get(model_type, DEFAULT_HEAD), "pooler"]
     return BitsAndBytesConfig(
@@ -250,11 +250,42 @@ def keep_training_layout(model: torch.nn.Module) -> None:
     """On the CPU, bitsandbytes repacks 4-bit weights into an AVX512-BF16 inference layout at the first
     forward pass without gradients (the per-epoch evaluation); training steps after that fail on the
     repacked layers (bitsandbytes 0.50). A model that is still to be trained keeps the plain layout."""
-    import bitsandbytes as bnb
+    for module in _linear4bit_layers(model):
+        module.support_avx512bf16_for_cpu = False
 
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit) and hasattr(module, "support_avx512bf16_for_cpu"):
+
+# The repacked layout (bitsandbytes 0.50 `functional._convert_weight_packed_for_cpu`) tiles the weight's
+# N output rows by 32 and regroups the quantization scales per row, as absmax[N, K / blocksize]. But a
+# 4-bit weight is quantized in blocks of `blocksize` (64) consecutive values of the flattened [N, K]
+# matrix, so a block stays inside one row only when K is a multiple of it: a 32-wide layer (the smoke
+# model) has blocks that span two rows, K // 64 == 0, and the repack dies on reshape(32, 0).
+PACKED_ROWS = 32
+
+
+def can_repack(module: torch.nn.Module) -> bool:
+    """Whether bitsandbytes' CPU inference layout can hold this 4-bit layer's weight."""
+    state = module.weight.quant_state
+    rows, columns = state.shape
+    return rows % PACKED_ROWS == 0 and columns % state.blocksize == 0
+
+
+def keep_plain_layout_where_repack_fails(model: torch.nn.Module) -> None:
+    """Before inference on a 4-bit base: layers whose shape the repacked layout cannot represent keep the
+    plain one (dequantize, then multiply), where bitsandbytes would otherwise fail at the first forward
+    pass; the others keep bitsandbytes' faster repacked kernel."""
+    for module in _linear4bit_layers(model):
+        if not can_repack(module):
             module.support_avx512bf16_for_cpu = False
+
+
+def _linear4bit_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The 4-bit linear layers that bitsandbytes may repack on the CPU (none without bitsandbytes)."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return []
+    return [m for m in model.modules()
+            if isinstance(m, bnb.nn.Linear4bit) and hasattr(m, "support_avx512bf16_for_cpu")]
 
 
 def load_tokenizer(cfg: ModelConfig, train_texts: Iterable[str] | None = None) -> PreTrainedTokenizerBase:
@@ -386,6 +417,7 @@ def apply_lora(base: PreTrainedModel, cfg: LoraConfig, head: tuple[str, ...],
             f"no default LoRA targets for model type {model_type!r}: pass --target-modules"
         )
     _check_targets(base, targets, "lora.target_modules")
+    _check_rank(base, targets, cfg.r)
     peft_config = PeftLoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=cfg.r,
@@ -397,6 +429,15 @@ def apply_lora(base: PreTrainedModel, cfg: LoraConfig, head: tuple[str, ...],
         use_dora=use_dora,
     )
     return get_peft_model(base, peft_config)
+
+
+def _check_rank(base: PreTrainedModel, targets: tuple[str, ...], r: int) -> None:
+    """A rank above a layer's width adds parameters and no capacity (and a huge one cannot be allocated)."""
+    widths = [min(m.in_features, m.out_features) for name, m in base.named_modules()
+              if isinstance(m, torch.nn.Linear) and name.split(".")[-1] in targets]
+    if widths and r > min(widths):
+        raise ConfigError(f"lora.r {r} is more than the width of the layers it adapts ({min(widths)}): "
+                          f"pass --lora-r {min(widths)} or less")
 
 
 def apply_ia3(base: PreTrainedModel, cfg: Ia3Config, head: tuple[str, ...]) -> torch.nn.Module:
@@ -436,3 +477,33 @@ def _load_message(what: str, source: str, err: BaseException) -> str:
         f"cannot load {what} {source!r} from the Hub (no network or no such repo): "
         "pass a local folder with --model"
     )
+
+
+def position_limit(config: object) -> int | None:
+    """The longest input, in tokens, that a model config has position embeddings for."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return None
+    if getattr(config, "model_type", None) in ("roberta", "xlm-roberta", "camembert"):
+        positions -= (getattr(config, "pad_token_id", 1) or 1) + 1  # positions start after the pad id
+    return positions
+
+
+def check_max_length(max_length: int, config: object, name: str) -> None:
+    """Refuse a data.max_length beyond the model's position embeddings, before any training."""
+    limit = position_limit(config)
+    if limit is not None and max_length > limit:
+        raise ConfigError(f"--max-length {max_length} is more than {name} takes ({limit} positions): "
+                          f"pass --max-length {limit} or less")
+
+
+def model_config(cfg: ModelConfig) -> object | None:
+    """The transformers config of the model a run would build, read without its weights (None when it
+    cannot be read: loading the model then says why)."""
+    try:
+        if cfg.architecture is not None:
+            fields = dict(cfg.architecture)
+            return AutoConfig.for_model(fields.pop("model_type"), **fields)
+        return AutoConfig.from_pretrained(cfg.name, trust_remote_code=cfg.trust_remote_code)
+    except Exception:  # noqa: BLE001 - missing, offline or broken: reported when the model loads
+        return None

@@ -18,8 +18,8 @@ from typing import BinaryIO, TextIO
 import torch
 from transformers import Pipeline, pipeline
 
-from .artifacts import load_model
 from .errors import DataError, RunError
+from .loading import load_model
 from .modeling import is_quantized
 from .probe import DTYPES, choose_precision
 
@@ -56,7 +56,7 @@ def load_pipeline(source: str | Path, max_length: int | None = None, precision: 
         max_length = min(loaded.tokenizer.model_max_length, 512)
     # Reviews run past 512 tokens: truncate, as in training.
     return pipeline("text-classification", model=model, tokenizer=loaded.tokenizer,
-                    truncation=True, max_length=max_length)
+                    trust_remote_code=loaded.trust_remote_code, truncation=True, max_length=max_length)
 
 
 def max_length(pipe: Pipeline) -> int | None:
@@ -155,11 +155,13 @@ def format_prediction(p: Prediction, as_json: bool) -> str:
 
 
 def check_output_file(path: Path, overwrite: bool) -> None:
-    """Refuse an existing file unless overwriting, and a missing folder."""
+    """Refuse an existing file unless overwriting, and a folder that is missing or is a file."""
     if path.exists() and not overwrite:
         raise RunError(f"{path} already exists: pass --overwrite or choose another --output")
     if path.is_dir():
         raise RunError(f"{path} is a folder")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise RunError(f"cannot write {path}: {path.parent} is a file, not a folder")
     if not path.parent.is_dir():
         raise RunError(f"folder {path.parent} does not exist")
 

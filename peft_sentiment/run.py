@@ -17,24 +17,6 @@ from typing import Any, Callable, Sequence
 import torch
 from transformers import TrainerCallback
 
-from .artifacts import (
-    ADAPTER_DIR,
-    BASE_DIR,
-    CHECKPOINTS_DIR,
-    CONFIG_FILE,
-    IN_PROGRESS_FILE,
-    LOG_FILE,
-    METRICS_FILE,
-    MODEL_DIR,
-    atomic_dir,
-    check_output,
-    default_output,
-    last_checkpoint,
-    load_model,
-    load_run_config,
-    partial_dir,
-    write_json,
-)
 from .config import (
     DataConfig,
     RunConfig,
@@ -49,20 +31,44 @@ from .data import load_splits
 from .dist import barrier, world
 from .errors import ConfigError, Interrupted, RunError
 from .flops import forward_flops, model_shape, training_flops, utilization
+from .loading import load_model
 from .metrics import Metrics, binary_metrics
 from .modeling import (
     FROZEN_BASE_METHODS,
     BuiltModel,
     apply_method,
     build_base,
+    check_max_length,
     count_parameters,
+    model_config,
     skip_input_casts,
     store_frozen_linears,
 )
 from .perf import device_name, peak_memory, reset_peak_memory
-from .probe import check_precision, peak_flops
+from .probe import check_precision, choose_precision, peak_flops
+from .rundir import (
+    ADAPTER_DIR,
+    BASE_DIR,
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    IN_PROGRESS_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    TENSORBOARD_DIR,
+    TRAINING_ARGS_FILE,
+    atomic_dir,
+    check_output,
+    default_output,
+    last_checkpoint,
+    load_run_config,
+    partial_dir,
+    write_json,
+)
 from .tokens import tokenize
-from .train import TrainResult, predict_dataset, resolve_precision, train, write_log
+from .tracking import log_final
+from .train import TrainResult, predict_dataset, train, write_log
+from .trainer_args import check_trackers_installed
 
 PACKAGES = ("peft-sentiment", "torch", "transformers", "peft", "datasets", "accelerate")
 
@@ -105,13 +111,35 @@ class EvalResult:
 
 
 def versions() -> dict[str, str]:
+    """Python's and the packages' versions, and the commit of this code when it runs from a git checkout."""
     found = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
+    commit = git_commit()
+    if commit is not None:
+        found["peft-sentiment-commit"] = commit
     return found
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout this package runs from, `-dirty` when tracked files differ from it; None
+    for an installed copy (no checkout around it) or without git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if changed else head
 
 
 def run_training(
@@ -142,6 +170,8 @@ def run_training(
         checkpoint = None
     check_output(output, overwrite)  # before any slow work
     check_precision(cfg.train.precision)  # likewise: fp16 without CUDA is refused here
+    check_trackers_installed(cfg.trainer)
+    check_max_length(cfg.data.max_length, model_config(cfg.model), cfg.model.name)
     splits = load_splits(cfg.data)
     staging = partial_dir(output)
     me = world()  # under torchrun or accelerate launch every process trains; the main one writes
@@ -168,9 +198,9 @@ def run_training(
                 built.base.save_pretrained(saved_base)
                 built.tokenizer.save_pretrained(saved_base)
         if me.is_main:  # probe the matmul peaks once, not in every process at the same time
-            peak_flops(resolve_precision(cfg.train.precision))
+            peak_flops(choose_precision(cfg.train.precision))
         barrier()  # the run folder, a new base and the probed peaks are on disk for every process
-        precision = resolve_precision(cfg.train.precision)
+        precision = choose_precision(cfg.train.precision)
         built = apply_method(built, cfg, saved_base)
         if cfg.method in FROZEN_BASE_METHODS and precision == "bf16":
             store_frozen_linears(built.model, built.head_modules, torch.bfloat16)
@@ -182,15 +212,16 @@ def run_training(
         test_set = tokenize(splits.test, built.tokenizer, cfg.data.max_length)
         baseline = reset_peak_memory()
         try:
-            result = train(built.model, built.tokenizer, train_set, test_set, cfg.train,
-                           tmp / CHECKPOINTS_DIR, callbacks, resume_from=checkpoint)
+            result = train(built.model, built.tokenizer, train_set, test_set, cfg,
+                           tmp / CHECKPOINTS_DIR, callbacks, resume_from=checkpoint,
+                           tensorboard_dir=tmp / TENSORBOARD_DIR)
         except Interrupted as err:
             raise Interrupted(f"{err}; resume with `peft-sentiment train --resume {output}`",
                               err.signum) from None
         memory = peak_memory(baseline)
         built.model.eval()
         with tempfile.TemporaryDirectory(prefix="peft-sentiment-") as work:
-            preds = predict_dataset(built.model, built.tokenizer, test_set, cfg.train, Path(work))
+            preds = predict_dataset(built.model, built.tokenizer, test_set, cfg, Path(work))
         metrics = binary_metrics(preds.labels.tolist(), preds.preds.tolist())  # every review once
         summary = _summary(cfg, splits, metrics, result, preds, memory, built, trainable, total, me.size,
                            precision)
@@ -203,6 +234,8 @@ def run_training(
                              total_params=total, summary=summary)
         _save_model(built, cfg, tmp)
         write_json(summary, tmp / METRICS_FILE)
+        write_json(_relative_paths(result.arguments, tmp), tmp / TRAINING_ARGS_FILE)
+        log_final(tmp / TENSORBOARD_DIR, cfg, summary)
         write_log(result.log, tmp / LOG_FILE)
         shutil.rmtree(tmp / CHECKPOINTS_DIR, ignore_errors=True)  # the finished run needs none
         (tmp / IN_PROGRESS_FILE).unlink()
@@ -214,6 +247,8 @@ def _summary(cfg: RunConfig, splits: Any, metrics: Metrics, result: TrainResult,
              memory: Any, built: BuiltModel, trainable: int, total: int, world_size: int,
              precision: str) -> dict[str, Any]:
     """What metrics.json holds."""
+    per_device = cfg.trainer["per_device_train_batch_size"]
+    accumulation = cfg.trainer.get("gradient_accumulation_steps", 1)
     return {
         **metrics.to_dict(),
         "method": cfg.method,
@@ -242,8 +277,8 @@ def _summary(cfg: RunConfig, splits: Any, metrics: Metrics, result: TrainResult,
         "head_modules": list(built.head_modules),
         "device": device_name(),
         "world_size": world_size,  # processes training data-parallel
-        "per_device_batch_size": cfg.train.batch_size,
-        "global_batch_size": cfg.train.batch_size * world_size,  # what one optimizer step sees
+        "per_device_batch_size": per_device,
+        "global_batch_size": per_device * accumulation * world_size,  # what one optimizer step sees
         "versions": versions(),
     }
 
@@ -255,8 +290,8 @@ def throughput(built: BuiltModel, train_lengths: Sequence[int], test_lengths: Se
     formula is in flops.py; the peak comes from the cached matmul probe of probe.py)."""
     shape = model_shape(built.model, built.head_modules)
     peak = peak_flops(precision)
-    train_tokens = sum(train_lengths) * cfg.train.epochs * result.share
-    train_flops = training_flops(shape, train_lengths, cfg.train.epochs) * result.share
+    train_tokens = sum(train_lengths) * result.epochs * result.share
+    train_flops = training_flops(shape, train_lengths, result.epochs) * result.share
     eval_flops = forward_flops(shape, test_lengths)
     train_mfu = utilization(train_flops, result.train_seconds, peak, processes)
     eval_mfu = utilization(eval_flops, eval_seconds, peak, processes)
@@ -288,6 +323,16 @@ def _resume_point(output: Path, cfg: RunConfig | None) -> tuple[RunConfig, Path]
         raise RunError(f"{staging} has no complete checkpoint to resume from: start the run again "
                        "with --overwrite")
     return saved, checkpoint
+
+
+def _relative_paths(arguments: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The TrainingArguments as recorded: paths inside the run folder relative to it (it is renamed
+    when it finishes)."""
+    out = dict(arguments)
+    for key, value in out.items():
+        if isinstance(value, str) and value.startswith(str(run_dir)):
+            out[key] = os.path.relpath(value, run_dir)
+    return out
 
 
 def _round(value: float | None) -> float | None:
@@ -323,10 +368,11 @@ def evaluate_run(
             raise ConfigError(f"{source} is not a run folder: pass --data to say what to evaluate on")
         data = loaded.config.data
     splits = load_splits(data, need_train=False)
-    train_cfg = loaded.config.train if loaded.config is not None else RunConfig().train
+    check_max_length(data.max_length, loaded.model.config, str(source))
+    run_cfg = loaded.config if loaded.config is not None else RunConfig()
     test_set = tokenize(splits.test, loaded.tokenizer, data.max_length)
     with tempfile.TemporaryDirectory(prefix="peft-sentiment-") as work:
-        preds = predict_dataset(loaded.model, loaded.tokenizer, test_set, train_cfg, Path(work))
+        preds = predict_dataset(loaded.model, loaded.tokenizer, test_set, run_cfg, Path(work))
     labels, predicted = preds.labels.astype(int).tolist(), preds.preds.astype(int).tolist()
     return EvalResult(metrics=binary_metrics(labels, predicted), eval_seconds=preds.seconds,
                       source=str(source), data=data, labels=labels, preds=predicted)

@@ -7,11 +7,11 @@ all on the same test reviews in the same order. Bootstrap resamples are rows of 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy.stats import binomtest
 
 LEVEL = 0.95
 
@@ -112,5 +112,6 @@ def mcnemar(labels: Sequence[int], preds_a: Sequence[int], preds_b: Sequence[int
     if n == 0:
         return McNemar(b, c, 0.0, 1.0)
     statistic = (abs(b - c) - 1) ** 2 / n if abs(b - c) >= 1 else 0.0
-    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
-    return McNemar(b, c, float(statistic), float(min(1.0, 2 * tail)))
+    # Exact test: Binomial(n, 1/2) is symmetric, so this is 2 * P(X <= min(b, c)), capped at 1. min(b, c)
+    # makes McNemar(a, b) and McNemar(b, a) give the same float, not two that differ in the last bit.
+    return McNemar(b, c, float(statistic), float(binomtest(min(b, c), n, 0.5).pvalue))

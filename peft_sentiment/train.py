@@ -23,9 +23,11 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.integrations import TensorBoardCallback
 from transformers.trainer_utils import has_length
 
-from .config import TrainConfig
+from . import trainer_args
+from .config import RunConfig
 from .errors import Interrupted
 from .metrics import binary_metrics
 from .probe import choose_precision
@@ -40,47 +42,28 @@ class TrainResult:
     log: list[dict[str, Any]] = field(default_factory=list)
     wall_seconds: float = 0.0  # all of trainer.train(), evaluations included
     share: float = 1.0  # the part of the run's steps done in this process (less after a resume)
+    epochs: float = 0.0  # epochs reached (the Trainer's count: trainer.max_steps may end a run early)
+    arguments: dict[str, Any] = field(default_factory=dict)  # the TrainingArguments, as JSON
 
 
-def resolve_precision(precision: str) -> str:
-    """The precision a run computes in (`auto` resolved for this machine: see probe.choose_precision)."""
-    return choose_precision(precision)
-
-
-def training_arguments(cfg: TrainConfig, output_dir: Path, evaluate: bool) -> TrainingArguments:
-    precision = resolve_precision(cfg.precision)
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        learning_rate=cfg.lr,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.eval_batch_size,
-        num_train_epochs=cfg.epochs,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_ratio,  # v5: a float below 1 is a share of the steps
-        lr_scheduler_type=cfg.scheduler,
-        seed=cfg.seed,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        # Non-reentrant checkpointing needs no gradient on the inputs, so frozen embeddings work.
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        length_column_name="length",
-        eval_strategy="epoch" if evaluate else "no",
+def training_arguments(cfg: RunConfig, output_dir: Path, evaluate: bool) -> TrainingArguments:
+    """The recipe's trainer: section, with what the project owns set from its own config."""
+    t = cfg.train
+    precision = choose_precision(t.precision)
+    owned = {
+        "output_dir": str(output_dir),
+        "seed": t.seed,
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
+        "eval_strategy": "epoch" if evaluate else "no",
         # Checkpoints (for --resume) only when asked for; a signal saves one regardless.
-        save_strategy="steps" if cfg.save_steps else "epoch" if cfg.save_every_epoch else "no",
-        save_steps=cfg.save_steps or 500,
-        save_total_limit=cfg.keep_checkpoints,
-        logging_strategy="steps",
-        logging_steps=cfg.logging_steps,
-        report_to=[],
-        # Data parallel: every trainable parameter gets a gradient in every method here (frozen
-        # weights are not tracked by DDP), so the unused-parameter search is skipped.
-        ddp_find_unused_parameters=False,
-        disable_tqdm=True,  # progress is the caller's callback
-        dataloader_num_workers=0,  # workers would each start their own thread pool on the CPU
-        use_cpu=not torch.cuda.is_available(),
-    )
+        "save_strategy": "steps" if t.save_steps else "epoch" if t.save_every_epoch else "no",
+        "save_steps": t.save_steps or 500,
+        "save_total_limit": t.keep_checkpoints,
+        "disable_tqdm": True,  # progress is the caller's callback
+        "length_column_name": "length",
+    }
+    return trainer_args.training_arguments(cfg.trainer, owned)
 
 
 def _compute_metrics(eval_pred) -> dict[str, float]:
@@ -107,7 +90,7 @@ class _Trainer(Trainer):
 def make_trainer(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    cfg: TrainConfig,
+    cfg: RunConfig,
     work_dir: Path,
     train: Dataset | None = None,
     test: Dataset | None = None,
@@ -171,16 +154,22 @@ def train(
     tokenizer: PreTrainedTokenizerBase,
     train_set: Dataset,
     test_set: Dataset,
-    cfg: TrainConfig,
+    cfg: RunConfig,
     work_dir: Path,
     callbacks: Sequence[TrainerCallback] = (),
     resume_from: Path | None = None,
+    tensorboard_dir: Path | None = None,
 ) -> TrainResult:
     """Fine-tune `model` in place, evaluating on `test_set` after each epoch; checkpoints go to
     `work_dir`. `resume_from`: a checkpoint of the same run (optimizer, scheduler, RNG and data
-    order are restored by the Trainer). Raises `Interrupted` after a signal's checkpoint."""
+    order are restored by the Trainer). Raises `Interrupted` after a signal's checkpoint.
+    `tensorboard_dir`: where TensorBoard logs go when the trainer reports to it."""
     stopper = StopOnSignal()
     trainer = make_trainer(model, tokenizer, cfg, work_dir, train_set, test_set, [stopper, *callbacks])
+    if tensorboard_dir is not None:
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+                callback.logging_dir = str(tensorboard_dir)  # else: under output_dir, removed at the end
     first_step = _checkpoint_step(resume_from)
     start = time.perf_counter()
     with stopper:
@@ -195,7 +184,8 @@ def train(
     evaluating = sum(e.get("eval_runtime", 0.0) for e in log if e.get("step", 0) > first_step)
     seconds = max(wall - evaluating, 1e-9)
     share = (output.global_step - first_step) / max(trainer.state.max_steps, 1)
-    samples = cfg.epochs * len(train_set) * share
+    epochs = float(trainer.state.epoch or 0.0)
+    samples = epochs * len(train_set) * share
     return TrainResult(
         train_seconds=seconds,
         train_samples_per_second=samples / seconds,
@@ -204,6 +194,8 @@ def train(
         log=log,
         wall_seconds=wall,
         share=share,
+        epochs=epochs,
+        arguments=trainer.args.to_dict(),
     )
 
 
@@ -231,7 +223,7 @@ def predict_dataset(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     test_set: Dataset,
-    cfg: TrainConfig,
+    cfg: RunConfig,
     work_dir: Path,
 ) -> Predictions:
     """Logits for a tokenized data set, in its order."""

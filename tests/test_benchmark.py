@@ -1,9 +1,11 @@
-"""The benchmark: aggregation by hand, and a smoke benchmark end to end through the CLI."""
+"""The benchmark: aggregation by hand, its contract with child processes (fake children), and smoke
+benchmarks end to end through the CLI."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,9 @@ import pytest
 import yaml
 from conftest import REPO, assert_one_line_error, dot_entries, invoke
 
-from peft_sentiment.config import load_config
+from peft_sentiment import events
+from peft_sentiment.config import config_to_dict, load_config
+from peft_sentiment.errors import ConfigError
 from peft_sentiment.report import plot, summarize
 
 # ---------------------------------------------------------------- aggregation on fixed inputs
@@ -90,7 +94,148 @@ def test_summary_pairs_only_matching_seeds() -> None:
     assert len(lora["vs_baseline"]["mcnemar"]) == 1
 
 
+# ---------------------------------------------------------------- child processes, faked
+
+# Stands in for `python -m peft_sentiment train|evaluate ...`: it speaks only the events schema, and
+# prints lines that a parser of printed output would misread.
+FAKE_CHILD = """#!{python}
+import json, os, signal, sys, time
+
+mode, stage = os.environ["FAKE_CHILD"], sys.argv[3]
+path = os.environ["PEFT_SENTIMENT_EVENTS"]
+
+def event(name, **fields):
+    with open(path, "a") as f:
+        f.write(json.dumps({{"v": 1, "event": name, "time": time.time(), **fields}}) + "\\n")
+
+print("step 7/9 epoch 0.50 loss 0.1234", flush=True)
+print("Error: printed, never reported", flush=True)
+if stage == "evaluate":
+    sys.exit(0)
+if mode == "steps":
+    for step in (0, 2, 4):
+        event("step", step=step, total=4, epoch=step / 2)
+        time.sleep(0.3)  # the benchmark follows the file while this process runs
+elif mode == "error":
+    event("error", message="data folder /gone not found", type="DataError")
+    sys.exit(1)
+else:
+    print("loading the model", flush=True)
+    with open(path, "a") as f:
+        f.write('{{"v": 1, "event": "step", "st')  # dies in the middle of an event
+    if mode == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    sys.exit(3)
+"""
+
+
+class Recorder:
+    """A Reporter that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, int]] = []
+        self.records: list[dict[str, Any]] = []
+
+    def start(self, total: int) -> None: ...
+    def stage(self, run: Any, stage: str, index: int) -> None: ...
+    def step(self, done: int, total: int) -> None:
+        self.steps.append((done, total))
+    def finished(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+    def close(self) -> None: ...
+
+
+def _fake_benchmark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> tuple[Recorder, Path]:
+    from peft_sentiment.benchmark import BenchmarkSpec, run_benchmark
+
+    python = tmp_path / "python"
+    python.write_text(FAKE_CHILD.format(python=sys.executable))
+    python.chmod(0o755)
+    monkeypatch.setenv("FAKE_CHILD", mode)
+    recorder, out = Recorder(), tmp_path / "out"
+    run_benchmark(BenchmarkSpec(methods=("smoke",), seeds=(1,), baseline="smoke"), out, reporter=recorder,
+                  python=str(python))
+    return recorder, out
+
+
+def test_progress_comes_from_the_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder, out = _fake_benchmark(tmp_path, monkeypatch, "steps")
+    assert recorder.steps == [(0, 4), (2, 4), (4, 4)]  # not the printed "step 7/9"
+    (record,) = recorder.records
+    assert record["status"] == "ok" and set(record["process_seconds"]) == {"train", "evaluate-100"}
+    found = events.read(out / "logs" / "smoke-seed1.events.jsonl")
+    assert [e["event"] for e in found] == ["start", "step", "step", "step", "done", "start", "done"]
+    assert [e["stage"] for e in found if e["event"] == "start"] == ["train", "evaluate"]
+    (run,) = json.loads((out / "results.json").read_text())["runs"]
+    assert [cmd[3] for cmd in run["commands"]] == ["train", "evaluate"]  # read back from the events
+    assert run["commands"] == [e["command"] for e in found if e["event"] == "start"]
+    assert "step 7/9" in (out / "logs" / "smoke-seed1.log").read_text()  # the log stays for people
+
+
+def test_an_error_event_becomes_the_runs_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from peft_sentiment.benchmark import load_results
+
+    recorder, out = _fake_benchmark(tmp_path, monkeypatch, "error")
+    (record,) = recorder.records
+    assert (record["status"], record["stage"]) == ("failed", "train")
+    assert record["error"] == "exit 1: data folder /gone not found"
+    (run,) = json.loads((out / "results.json").read_text())["runs"]
+    assert run["error"] == record["error"] and run["commands"][0][3] == "train"
+    (again,) = load_results(out)["runs"]  # --report on the folder: read back from the events
+    assert (again["status"], again["stage"], again["error"]) == ("failed", "train", record["error"])
+    assert again["commands"] == run["commands"]
+
+
+@pytest.mark.parametrize(("mode", "error"), [
+    ("exit", "exit 3: loading the model"),
+    ("kill", "exit -9 (SIGKILL): loading the model"),
+])
+def test_a_child_without_an_error_event_is_reported_by_its_exit_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, error: str) -> None:
+    from peft_sentiment.benchmark import load_results
+
+    recorder, out = _fake_benchmark(tmp_path, monkeypatch, mode)
+    assert recorder.records[0]["error"] == error and recorder.steps == []
+    (again,) = load_results(out)["runs"]
+    assert (again["status"], again["error"]) == ("failed", error)
+    done = events.read(out / "logs" / "smoke-seed1.events.jsonl")[-1]  # after the broken line
+    assert (done["event"], done["exit_code"]) == ("done", int(error.split()[1].rstrip(":")))
+
+
 # ---------------------------------------------------------------- the smoke benchmark through the CLI
+
+
+def test_smoke_benchmark_with_a_base_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`benchmark --recipe smoke --methods full,lora`: offline, in one command."""
+    from peft_sentiment.ui import BenchmarkProgress
+
+    steps: list[tuple[int, int]] = []
+    monkeypatch.setattr(BenchmarkProgress, "step", lambda self, done, total: steps.append((done, total)))
+    out = tmp_path / "out"
+    sizes = ["--set", "data.train_size=48", "--set", "data.test_size=24"]  # 6 steps a method
+    result = invoke(["benchmark", "--recipe", "smoke", "--methods", "full,lora", "-o", out, *sizes,
+                     "--resamples", "100"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["spec"]["recipe"] == "smoke"
+    runs = {r["name"]: r for r in results["runs"]}
+    assert {name: r["status"] for name, r in runs.items()} == {"full-seed42": "ok", "lora-seed42": "ok"}
+    smoke = config_to_dict(load_config("smoke", {"data.train_size": 48, "data.test_size": 24}))
+    for method in ("full", "lora"):
+        config, own = runs[f"{method}-seed42"]["config"], config_to_dict(load_config(method))
+        assert (config["data"], config["model"]) == (smoke["data"], smoke["model"])  # from --recipe
+        assert {k: v for k, v in config.items() if k not in ("data", "model")} == \
+            {k: v for k, v in own.items() if k not in ("data", "model")}  # the rest: the method's recipe
+        found = events.read(out / "logs" / f"{method}-seed42.events.jsonl")
+        progress = [(e["step"], e["total"]) for e in found if e["event"] == "step"]
+        assert progress and progress[-1][0] == progress[-1][1] > 0
+        assert set(progress) <= set(steps)  # the progress shown came from the events
+        assert runs[f"{method}-seed42"]["commands"] == [e["command"] for e in found if e["event"] == "start"]
+    assert all(done <= total for done, total in steps)
+    # The base recipe is part of the benchmark: resuming without it is refused.
+    refused = invoke(["benchmark", "--methods", "full,lora", "-o", out, *sizes, "--resamples", "100",
+                      "--resume"])
+    assert_one_line_error(refused, 1, "--recipe smoke", "resume with the same settings")
 
 
 def _recipe(folder: Path, name: str, **changes: Any) -> Path:
@@ -149,6 +294,10 @@ def test_benchmark_writes_every_output(bench: dict[str, Any]) -> None:
     for name in ("smoke_full-seed1", "smoke-seed2"):
         assert (out / "configs" / f"{name}.yaml").is_file()
         assert (out / "logs" / f"{name}.log").read_text().startswith("$ ")
+        found = events.read(out / "logs" / f"{name}.events.jsonl")
+        last = [e for e in found if e["event"] == "step"][-1]
+        assert last["step"] == last["total"] > 0  # the child's own progress, to its last step
+        assert [e["exit_code"] for e in found if e["event"] == "done"] == [0, 0, 0]  # train, 2 evaluations
     for run in (r for r in results["runs"] if r["status"] == "ok"):
         train = run["train"]
         for key in ("accuracy", "f1", "precision", "recall", "train_seconds", "train_samples_per_second",
@@ -195,6 +344,7 @@ def test_report_rerenders_from_results_alone(bench: dict[str, Any], tmp_path: Pa
 def test_resume_runs_nothing_that_finished(bench: dict[str, Any]) -> None:
     out = bench["out"]
     logs = {p.name: p.stat().st_size for p in (out / "logs").iterdir()}
+    before = {r["name"]: r["commands"] for r in json.loads((out / "results.json").read_text())["runs"]}
     result = invoke(["benchmark", "-o", out, "--methods", f"{bench['folder'] / 'smoke_full.yaml'},smoke",
                      "--seeds", "1,2", "--baseline", "smoke_full", "--eval-test-size", "50", "--resamples",
                      "200", "--resume"])
@@ -202,6 +352,11 @@ def test_resume_runs_nothing_that_finished(bench: dict[str, Any]) -> None:
     assert {p.name: p.stat().st_size for p in (out / "logs").iterdir()} == logs  # no process started
     results = json.loads((out / "results.json").read_text())
     assert [r["status"] for r in results["runs"]] == ["ok"] * 4
+    for run in results["runs"]:  # finished in the first invocation: still with the commands that made it
+        assert run["resumed"] and run["commands"] == before[run["name"]]
+        run_dir = str(out / "runs" / run["name"])
+        assert [cmd[3:5] for cmd in run["commands"]] == [["train", "--recipe"], ["evaluate", run_dir],
+                                                         ["evaluate", run_dir]]
 
 
 def test_resume_starts_over_a_run_an_interrupted_benchmark_left(bench: dict[str, Any], tmp_path: Path) -> None:
@@ -220,14 +375,15 @@ def test_resume_starts_over_a_run_an_interrupted_benchmark_left(bench: dict[str,
     assert [r["status"] for r in results["runs"]] == ["ok"] * 4
     again = next(r for r in results["runs"] if r["name"] == "smoke-seed2")
     assert "--overwrite" in again["commands"][0] and not again.get("resumed")
+    assert [cmd[3] for cmd in again["commands"]] == ["train", "evaluate", "evaluate"]  # since it started over
     assert json.loads((out / "evals" / "smoke-seed2" / "test-50.json").read_text())  # evaluated anew
     assert not (out / "runs" / "smoke-seed2.partial").exists()
 
 
 def test_an_interrupted_run_with_a_checkpoint_is_continued(tmp_path: Path) -> None:
-    from peft_sentiment.artifacts import CHECKPOINTS_DIR
     from peft_sentiment.benchmark import PlannedRun, _train_args
     from peft_sentiment.config import save_config
+    from peft_sentiment.rundir import CHECKPOINTS_DIR
 
     cfg = load_config("smoke", {})
     run_dir, recipe = tmp_path / "runs" / "smoke-seed1", tmp_path / "configs" / "smoke-seed1.yaml"
@@ -241,13 +397,14 @@ def test_an_interrupted_run_with_a_checkpoint_is_continued(tmp_path: Path) -> No
     assert _train_args(planned, run_dir, recipe)[0][-1] == "--overwrite"  # the checkpoint is incomplete
     (checkpoint / "trainer_state.json").write_text("{}")
     assert _train_args(planned, run_dir, recipe) == (["--resume", str(run_dir)], checkpoint)
-    other = PlannedRun(name="smoke-seed1", label="smoke", seed=1, config=load_config("smoke", {"train.lr": 1e-3}))
+    other = PlannedRun(name="smoke-seed1", label="smoke", seed=1,
+                       config=load_config("smoke", {"data.max_length": 32}))
     assert _train_args(other, run_dir, recipe)[0][-1] == "--overwrite"  # trained with another config
 
 
 def test_resume_refuses_other_settings(bench: dict[str, Any]) -> None:
     result = invoke(["benchmark", "-o", bench["out"], "--methods", "smoke", "--seeds", "1",
-                     "--epochs", "1", "--resume"])
+                     "--set", "data.max_length=32", "--resume"])
     assert_one_line_error(result, 1, "resume with the same settings")
 
 
@@ -290,7 +447,7 @@ def test_report_of_a_folder_without_results(tmp_path: Path) -> None:
 
 
 def test_a_second_benchmark_into_the_same_folder_is_refused(tmp_path: Path) -> None:
-    from peft_sentiment.artifacts import output_lock
+    from peft_sentiment.rundir import output_lock
 
     out = tmp_path / "out"
     with output_lock(out):  # as a running benchmark holds it
@@ -317,5 +474,20 @@ def test_report_of_a_folder_still_running(bench: dict[str, Any], tmp_path: Path)
     assert result.exit_code == 0, result.output
     md = (live / "results.md").read_text()
     assert "| smoke-seed2 | missing" in md and "| smoke_full-seed2 | ok |" in md
-    assert "| broken-seed1 | failed: exit 1: " in md and "no-such-data" in md  # read back from its log
+    assert "| broken-seed1 | failed: exit 1: " in md and "no-such-data" in md  # read back from its events
     assert not (live / "results.json").exists()
+    from peft_sentiment.benchmark import load_results
+
+    runs = {r["name"]: r for r in load_results(live)["runs"]}
+    assert [cmd[3] for cmd in runs["smoke_full-seed2"]["commands"]] == ["train", "evaluate", "evaluate"]
+    assert [cmd[3] for cmd in runs["broken-seed1"]["commands"]] == ["train"]
+
+
+def test_the_baseline_is_one_of_the_methods() -> None:
+    from peft_sentiment.benchmark import BenchmarkSpec, default_baseline
+
+    assert default_baseline(["lora", "full"]) == "full"
+    assert default_baseline(["lora", "recipes/dora.yaml"]) == "lora"
+    assert BenchmarkSpec(methods=("lora", "dora"), baseline=default_baseline(["lora", "dora"])).baseline == "lora"
+    with pytest.raises(ConfigError, match="--baseline 'full' is not among the methods \\(lora, dora\\)"):
+        BenchmarkSpec(methods=("lora", "dora"), baseline="full")

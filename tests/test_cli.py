@@ -111,8 +111,9 @@ def _recipe_unknown_section(t: Path):
 
 
 def _recipe_wrong_type(t: Path):
-    (t / "r.yaml").write_text("method: full\ntrain:\n  batch_size: sixteen\n")
-    return ["--recipe", str(t / "r.yaml")], 1, ["train.batch_size must be an integer", "sixteen"]
+    (t / "r.yaml").write_text("method: full\ntrainer:\n  per_device_train_batch_size: sixteen\n")
+    return ["--recipe", str(t / "r.yaml")], 1, ["trainer.per_device_train_batch_size must be an integer",
+                                                "sixteen"]
 
 
 def _recipe_bad_yaml(t: Path):
@@ -126,7 +127,7 @@ def _recipe_not_a_mapping(t: Path):
 
 
 def _set_no_equals(t: Path):
-    return ["--recipe", "smoke", "--set", "train.lr"], 1, ["'train.lr'", "key=value"]
+    return ["--recipe", "smoke", "--set", "trainer.learning_rate"], 1, ["'trainer.learning_rate'", "key=value"]
 
 
 def _set_no_key(t: Path):
@@ -138,11 +139,12 @@ def _set_unknown_key(t: Path):
 
 
 def _set_into_value(t: Path):
-    return ["--recipe", "smoke", "--set", "train.lr.max=1"], 1, ["'lr' is not a section"]
+    return ["--recipe", "smoke", "--set", "train.seed.max=1"], 1, ["'seed' is not a section"]
 
 
 def _set_wrong_type(t: Path):
-    return ["--recipe", "smoke", "--set", "train.epochs=many"], 1, ["train.epochs must be a number"]
+    return ["--recipe", "smoke", "--set", "trainer.num_train_epochs=many"], 1, \
+        ["trainer.num_train_epochs must be a number"]
 
 
 def _size(option: str, value: str, key: str):

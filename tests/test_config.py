@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from peft_sentiment.config import (
+    DEFAULT_TRAINER,
+    TRAINER_FLAGS,
     DataConfig,
     LoraConfig,
     ModelConfig,
@@ -23,6 +25,7 @@ from peft_sentiment.config import (
     save_config,
 )
 from peft_sentiment.errors import ConfigError
+from peft_sentiment.train import training_arguments
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,17 +62,20 @@ def test_seed_recipe_is_the_blog_recipe_exactly() -> None:
     assert cfg.data == DataConfig(source="stanfordnlp/imdb", text_column="text", label_column="label",
                                   train_split="train", test_split="test", train_size=3000,
                                   test_size=300, shuffle_seed=42, max_length=512)
-    t = cfg.train
-    assert t.lr == 2e-5 and isinstance(t.lr, float)
-    assert t.batch_size == 16
-    assert t.eval_batch_size == 16
-    assert t.epochs == 2.0
-    assert t.weight_decay == 0.01
-    assert t.warmup_ratio == 0.0
-    assert t.scheduler == "linear"
-    assert t.seed == 42
-    assert t.precision == "fp32"
-    assert t.group_by_length is False
+    assert cfg.train.seed == 42 and cfg.train.precision == "fp32"
+    t = cfg.trainer
+    assert t["learning_rate"] == 2e-5 and isinstance(t["learning_rate"], float)
+    assert t["per_device_train_batch_size"] == 16
+    assert t["per_device_eval_batch_size"] == 16
+    assert t["num_train_epochs"] == 2.0
+    assert t["weight_decay"] == 0.01
+    assert t["warmup_steps"] == 0.0
+    assert t["lr_scheduler_type"] == "linear"
+    assert t["train_sampling_strategy"] == "random"
+    args = training_arguments(cfg, Path("unused"), evaluate=True)  # what the Trainer gets
+    assert (args.learning_rate, args.per_device_train_batch_size, args.num_train_epochs) == (2e-5, 16, 2.0)
+    assert (args.weight_decay, args.warmup_steps, args.seed, args.bf16) == (0.01, 0, 42, False)
+    assert args.gradient_accumulation_steps == 1 and args.train_sampling_strategy == "random"
 
 
 def test_full_recipe_is_the_seed_recipe_with_fast_compute_only() -> None:
@@ -77,17 +83,18 @@ def test_full_recipe_is_the_seed_recipe_with_fast_compute_only() -> None:
     fast, seed = load_config("full"), load_config("seed")
     assert fast.method == seed.method == "full"
     assert fast.data == seed.data and fast.model == seed.model
-    assert fast.train.precision == "auto" and fast.train.group_by_length is True
-    same = dict(precision="auto", group_by_length=True, eval_batch_size=fast.train.eval_batch_size,
-                attention_dropout=0.0)
-    assert dataclasses.replace(seed.train, **same) == fast.train
+    assert fast.train.precision == "auto" and fast.trainer["train_sampling_strategy"] == "group_by_length"
+    assert dataclasses.replace(seed.train, precision="auto", attention_dropout=0.0) == fast.train
+    compute = {"train_sampling_strategy": "group_by_length",
+               "per_device_eval_batch_size": fast.trainer["per_device_eval_batch_size"]}
+    assert {**seed.trainer, **compute} == fast.trainer
 
 
 def test_lora_recipe_values() -> None:
     cfg = load_config("lora")
     assert cfg.method == "lora"
     assert cfg.lora == LoraConfig(r=16, alpha=32, dropout=0.0, target_modules=None)
-    assert cfg.train.lr == 5e-4
+    assert cfg.trainer["learning_rate"] == 5e-4
     assert (cfg.data.train_size, cfg.data.test_size, cfg.data.shuffle_seed) == (3000, 300, 42)
 
 
@@ -110,16 +117,17 @@ def test_method_without_recipe_uses_that_methods_recipe() -> None:
 
 
 def test_precedence_option_over_recipe_over_default(tmp_path: Path) -> None:
-    recipe = write_recipe(tmp_path, "method: full\ntrain:\n  lr: 0.1\n  batch_size: 8\n"
-                                    "data:\n  train_size: 50\n")
-    cfg = load_config(recipe, {"train.lr": 0.5, "data.test_size": 7})
-    assert cfg.train.lr == 0.5  # override beats the recipe
+    recipe = write_recipe(tmp_path, "method: full\ntrainer:\n  learning_rate: 0.1\n"
+                                    "  per_device_train_batch_size: 8\ndata:\n  train_size: 50\n")
+    cfg = load_config(recipe, {"trainer.learning_rate": 0.5, "data.test_size": 7})
+    assert cfg.trainer["learning_rate"] == 0.5  # override beats the recipe
     assert cfg.data.test_size == 7  # override beats the default
-    assert cfg.train.batch_size == 8  # recipe beats the default
+    assert cfg.trainer["per_device_train_batch_size"] == 8  # recipe beats the default
     assert cfg.data.train_size == 50
-    default = TrainConfig()
-    assert cfg.train.eval_batch_size == default.eval_batch_size  # default when nobody sets it
-    assert cfg.train.weight_decay == default.weight_decay
+    # Defaults when nobody sets them.
+    assert cfg.trainer["per_device_eval_batch_size"] == DEFAULT_TRAINER["per_device_eval_batch_size"]
+    assert cfg.trainer["weight_decay"] == DEFAULT_TRAINER["weight_decay"]
+    assert cfg.train == TrainConfig()
     assert cfg.lora == LoraConfig()
     assert cfg.method == "full"
 
@@ -136,8 +144,11 @@ def test_override_creates_missing_sections(tmp_path: Path) -> None:
     assert cfg.lora.target_modules == ("q_lin", "v_lin")
 
 
-def test_empty_recipe_gives_defaults(tmp_path: Path) -> None:
-    assert load_config(write_recipe(tmp_path, "")) == RunConfig()
+@pytest.mark.parametrize("text", ["", "# method: lora\n", "\n\n"])
+def test_empty_recipe_is_refused(tmp_path: Path, text: str) -> None:
+    """An empty file is a mistake (a wrong path, a failed write), not a request for every default."""
+    with pytest.raises(ConfigError, match="recipe .*recipe.yaml is empty"):
+        load_config(write_recipe(tmp_path, text))
 
 
 # ---------------------------------------------------------------- coercion and validation
@@ -146,11 +157,12 @@ def test_empty_recipe_gives_defaults(tmp_path: Path) -> None:
 def test_exponent_without_dot_is_a_float(tmp_path: Path) -> None:
     # PyYAML reads 1e-3 (no dot) as the string "1e-3".
     assert yaml.safe_load("lr: 1e-3")["lr"] == "1e-3"
-    cfg = load_config(write_recipe(tmp_path, "train:\n  lr: 1e-3\n  epochs: 3\n"))
-    assert cfg.train.lr == pytest.approx(0.001) and isinstance(cfg.train.lr, float)
-    assert cfg.train.epochs == 3.0 and isinstance(cfg.train.epochs, float)  # int -> float
-    key, value = parse_override("train.lr=1e-4")
-    assert load_config("smoke", {key: value}).train.lr == pytest.approx(1e-4)
+    cfg = load_config(write_recipe(tmp_path, "trainer:\n  learning_rate: 1e-3\n  num_train_epochs: 3\n"))
+    assert cfg.trainer["learning_rate"] == pytest.approx(0.001) and isinstance(cfg.trainer["learning_rate"], float)
+    epochs = cfg.trainer["num_train_epochs"]
+    assert epochs == 3.0 and isinstance(epochs, float)  # int -> float, TrainingArguments' type
+    key, value = parse_override("trainer.learning_rate=1e-4")
+    assert load_config("smoke", {key: value}).trainer["learning_rate"] == pytest.approx(1e-4)
 
 
 def test_parse_override_reads_yaml_values() -> None:
@@ -188,13 +200,18 @@ def test_unknown_key_is_named(tmp_path: Path, text: str, fragments: list[str]) -
 @pytest.mark.parametrize(
     "text, fragments",
     [
-        ("train:\n  batch_size: big\n", ["train.batch_size", "integer", "'big'"]),
-        ("train:\n  batch_size: 2.5\n", ["train.batch_size", "integer"]),
-        ("train:\n  batch_size: true\n", ["train.batch_size", "integer"]),
-        ("train:\n  lr: fast\n", ["train.lr", "number", "'fast'"]),
-        ("train:\n  lr: true\n", ["train.lr", "number"]),
-        ("train:\n  group_by_length: 1\n", ["train.group_by_length", "true or false"]),
-        ("train:\n  scheduler: step\n", ["train.scheduler", "linear", "'step'"]),
+        ("trainer:\n  per_device_train_batch_size: big\n",
+         ["trainer.per_device_train_batch_size", "integer", "'big'"]),
+        ("trainer:\n  per_device_train_batch_size: 2.5\n", ["trainer.per_device_train_batch_size", "integer"]),
+        ("trainer:\n  per_device_train_batch_size: true\n", ["trainer.per_device_train_batch_size", "integer"]),
+        ("trainer:\n  learning_rate: fast\n", ["trainer.learning_rate", "number", "'fast'"]),
+        ("trainer:\n  learning_rate: true\n", ["trainer.learning_rate", "number"]),
+        ("trainer:\n  gradient_checkpointing: 1\n", ["trainer.gradient_checkpointing", "true or false"]),
+        ("trainer:\n  lr_scheduler_type: step\n", ["lr_scheduler_type='step'", "not a valid SchedulerType"]),
+        ("trainer:\n  optim: sgdd\n", ["optim='sgdd'", "not a valid OptimizerNames"]),
+        ("trainer:\n  report_to: wandbb\n", ["trainer.report_to", "'wandbb'"]),
+        ("trainer: [1]\n", ["trainer", "mapping"]),
+        ("train:\n  lr: fast\n", ["trainer.learning_rate", "number", "'fast'"]),  # the legacy spelling
         ("train:\n  precision: fp8\n", ["train.precision", "'fp8'"]),
         ("method: adalora\n", ["method", "'adalora'"]),
         ("model:\n  name: 3\n", ["model.name", "string"]),
@@ -218,11 +235,18 @@ def test_wrong_type_is_named(tmp_path: Path, text: str, fragments: list[str]) ->
         ({"data.test_size": -3}, "data.test_size must be positive, got -3"),
         ({"data.max_length": 0}, "data.max_length must be positive"),
         ({"data.text_column": ""}, "data.text_column must not be empty"),
-        ({"train.lr": 0}, "train.lr must be positive"),
-        ({"train.epochs": -1}, "train.epochs must be positive"),
-        ({"train.batch_size": 0}, "train.batch_size must be positive"),
-        ({"train.weight_decay": -0.1}, "train.weight_decay must not be negative"),
-        ({"train.warmup_ratio": 1.0}, "train.warmup_ratio must be in [0, 1)"),
+        ({"trainer.learning_rate": 0}, "trainer.learning_rate must be above 0, got 0"),
+        ({"trainer.num_train_epochs": -1}, "trainer.num_train_epochs must be above 0, got -1"),
+        ({"trainer.per_device_train_batch_size": 0}, "trainer.per_device_train_batch_size must be at least 1"),
+        ({"trainer.gradient_accumulation_steps": 0}, "trainer.gradient_accumulation_steps must be at least 1"),
+        ({"trainer.weight_decay": -0.1}, "trainer.weight_decay must be at least 0, got -0.1"),
+        ({"trainer.max_grad_norm": -1}, "trainer.max_grad_norm must be at least 0, got -1"),
+        ({"trainer.warmup_steps": -1}, "warmup_steps=-1.0: Got warmup_steps = -1.0"),
+        ({"trainer.momentum": 0.9}, "unknown key 'trainer.momentum'"),
+        ({"trainer.learnin_rate": 0.1}, "did you mean learning_rate?"),
+        ({"trainer.bf16": True}, "trainer.bf16 is set by peft-sentiment: use train.precision"),
+        ({"trainer.hub_token": "hf_x"}, "never put a token in a recipe"),
+        ({"trainer.load_best_model_at_end": True}, "never chosen by its score on test data"),
         ({"lora.r": 0}, "lora.r must be positive"),
         ({"lora.alpha": -2}, "lora.alpha must be positive"),
         ({"lora.dropout": 1.0}, "lora.dropout must be in [0, 1)"),
@@ -239,7 +263,7 @@ def test_values_are_validated(overrides: dict, fragment: str) -> None:
 
 
 def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
-    recipe = write_recipe(tmp_path, "method: lora\ntrain:\n  lr: [0.1\n  seed: 3\n")
+    recipe = write_recipe(tmp_path, "method: lora\ntrainer:\n  learning_rate: [0.1\n  seed: 3\n")
     with pytest.raises(ConfigError) as info:
         load_config(recipe)
     assert "not valid YAML" in str(info.value)
@@ -257,16 +281,16 @@ def test_missing_recipes(tmp_path: Path) -> None:
 
 
 def test_dotted_override_into_a_value_is_refused() -> None:
-    with pytest.raises(ConfigError, match="'lr' is not a section"):
-        load_config("smoke", {"train.lr.x": 1})
+    with pytest.raises(ConfigError, match="'seed' is not a section"):
+        load_config("smoke", {"train.seed.x": 1})
     with pytest.raises(ConfigError, match="bad key"):
-        load_config("smoke", {"train..lr": 1})
+        load_config("smoke", {"train..seed": 1})
 
 
 def test_configs_are_frozen() -> None:
     cfg = load_config("smoke")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        cfg.train.lr = 1.0  # type: ignore[misc]
+        cfg.train.seed = 1  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.method = "full"  # type: ignore[misc]
 
@@ -276,7 +300,8 @@ def test_configs_are_frozen() -> None:
 
 @pytest.mark.parametrize("name", ["full", "lora", "qlora", "dora", "ia3", "head", "seed", "smoke"])
 def test_saved_config_reads_back_equal(tmp_path: Path, name: str) -> None:
-    cfg = load_config(name, {"lora.target_modules": ["q_lin", "v_lin"], "train.lr": "3e-4"})
+    cfg = load_config(name, {"lora.target_modules": ["q_lin", "v_lin"], "trainer.learning_rate": "3e-4",
+                             "trainer.report_to": "tensorboard,mlflow"})
     path = tmp_path / "config.yaml"
     save_config(cfg, path)
     back = build(RunConfig, yaml.safe_load(path.read_text()))
@@ -321,3 +346,71 @@ def test_recipe_name_wins_over_a_folder_of_that_name(tmp_path: Path, monkeypatch
     assert load_config("lora").method == "lora"
     (tmp_path / "mine").write_text("method: head\n")  # a file without a suffix is still a path
     assert load_config("mine").method == "head"
+
+
+# ---------------------------------------------------------------- the trainer: passthrough
+
+
+def test_any_training_arguments_field_passes_through(tmp_path: Path) -> None:
+    """No code knows these options: the recipe's trainer: section reaches TrainingArguments as it is."""
+    recipe = write_recipe(tmp_path, "method: lora\ntrainer:\n  gradient_accumulation_steps: 4\n"
+                                    "  max_grad_norm: 0.5\n  optim: adafactor\n  label_smoothing_factor: 0.1\n")
+    cfg = load_config(recipe, {"trainer.lr_scheduler_kwargs": {"num_cycles": 2}})
+    args = training_arguments(cfg, tmp_path / "out", evaluate=False)
+    assert args.gradient_accumulation_steps == 4 and args.max_grad_norm == 0.5
+    assert args.optim == "adafactor" and args.label_smoothing_factor == 0.1
+    assert args.lr_scheduler_kwargs == {"num_cycles": 2}
+    assert args.learning_rate == DEFAULT_TRAINER["learning_rate"]  # the project's default underneath
+
+
+def test_the_project_owns_its_arguments(tmp_path: Path) -> None:
+    cfg = load_config("smoke", {"train.seed": 7, "train.save_steps": 3, "train.keep_checkpoints": 1})
+    args = training_arguments(cfg, tmp_path / "out", evaluate=True)
+    assert args.seed == 7 and args.save_strategy == "steps" and args.save_steps == 3
+    assert args.save_total_limit == 1 and args.eval_strategy == "epoch" and args.disable_tqdm
+    assert args.report_to == []  # nothing is tracked unless asked for
+
+
+def test_legacy_train_keys_still_load(tmp_path: Path) -> None:
+    """config.yaml of runs made before the trainer: section."""
+    old = write_recipe(tmp_path, "method: lora\ntrain:\n  lr: 0.001\n  batch_size: 8\n  epochs: 1\n"
+                                 "  warmup_ratio: 0.06\n  scheduler: cosine\n  group_by_length: true\n  seed: 3\n")
+    cfg = load_config(old)
+    assert cfg.train.seed == 3
+    assert cfg.trainer == {**DEFAULT_TRAINER, "learning_rate": 0.001, "per_device_train_batch_size": 8,
+                           "num_train_epochs": 1.0, "warmup_steps": 0.06, "lr_scheduler_type": "cosine",
+                           "train_sampling_strategy": "group_by_length"}
+
+
+def test_legacy_and_new_key_in_one_recipe_is_refused(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path, "train:\n  lr: 0.1\ntrainer:\n  learning_rate: 0.2\n")
+    with pytest.raises(ConfigError, match="train.lr and trainer.learning_rate set the same option"):
+        load_config(recipe)
+
+
+def test_legacy_override_beats_the_recipes_trainer_key() -> None:
+    cfg = load_config("lora", {"train.lr": 0.1, "train.group_by_length": False})
+    assert cfg.trainer["learning_rate"] == 0.1 and cfg.trainer["train_sampling_strategy"] == "random"
+
+
+def test_trainer_flags_name_real_fields_of_their_type() -> None:
+    """The options of TRAINER_FLAGS are TrainingArguments fields, with the type transformers declares."""
+    import typing
+
+    from transformers import TrainingArguments
+
+    hints = typing.get_type_hints(TrainingArguments)
+    for name, flag in TRAINER_FLAGS.items():
+        declared = hints[name]
+        if isinstance(flag.kind, tuple):
+            for choice in flag.kind:  # every choice is a value transformers accepts
+                TrainingArguments(output_dir="x", **{name: choice})
+        else:
+            assert flag.kind is declared or flag.kind in typing.get_args(declared), (name, declared)
+
+
+def test_explicit_model_is_not_ignored_by_an_architecture_recipe() -> None:
+    with pytest.raises(ConfigError, match="--model /nonexistent/dir: this recipe builds a new model"):
+        load_config("smoke", {"model.name": "/nonexistent/dir"})
+    cfg = load_config("smoke", {"model.name": "x", "model.architecture": None, "model.tokenizer_vocab_size": None})
+    assert cfg.model.name == "x" and cfg.model.architecture is None

@@ -12,7 +12,7 @@ import pytest
 import torch.distributed
 from conftest import dot_entries
 
-from peft_sentiment.artifacts import load_model
+from peft_sentiment.loading import load_model
 
 GLOO = torch.distributed.is_available() and torch.distributed.is_gloo_available()
 pytestmark = pytest.mark.skipif(not GLOO, reason="this torch build has no gloo backend: torchrun cannot "

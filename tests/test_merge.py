@@ -19,10 +19,11 @@ import torch
 from conftest import assert_one_line_error, copy_run, dot_entries, invoke
 from safetensors.torch import load_file
 
-from peft_sentiment.artifacts import load_model, load_run_config
 from peft_sentiment.data import ID2LABEL, load_splits
+from peft_sentiment.loading import load_model
 from peft_sentiment.merge import CHECK_FILE, LOGIT_TOLERANCE, N_CHECK_TEXTS, SAMPLE_TEXTS, merge_run
 from peft_sentiment.predict import load_pipeline, predict
+from peft_sentiment.rundir import load_run_config
 
 HEAD = ("pre_classifier", "classifier")  # DistilBERT's head, trained as modules_to_save
 MERGED_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", CHECK_FILE}
@@ -216,17 +217,17 @@ def test_merge_of_a_folder_that_is_no_run(tmp_path: Path) -> None:
 
 
 def test_failed_check_leaves_nothing(lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import peft_sentiment.merge as merge_module
+    from peft.tuners.tuners_utils import BaseTuner  # PeftModel.merge_and_unload forwards to it
 
-    real = merge_module.merge_adapter
+    real = BaseTuner.merge_and_unload
 
-    def broken_merge(model: torch.nn.Module) -> torch.nn.Module:
-        merged = real(model)
+    def broken_merge(tuner: BaseTuner, *args: Any, **kwargs: Any) -> torch.nn.Module:
+        merged = real(tuner, *args, **kwargs)
         with torch.no_grad():
             merged.classifier.bias += 0.5  # what a head lost in the merge would look like
         return merged
 
-    monkeypatch.setattr(merge_module, "merge_adapter", broken_merge)
+    monkeypatch.setattr(BaseTuner, "merge_and_unload", broken_merge)
     out = tmp_path / "out" / "merged"
     assert_one_line_error(invoke(["merge", lora_run, "--output", out]), 1,
                           f"merged model of {lora_run} differs from base + adapter by 0.5",

@@ -14,9 +14,9 @@ import torch
 from conftest import assert_one_line_error, invoke
 from test_train_end_to_end import PROBE_TEXTS, CaptureAtTrainEnd, reloaded_logits
 
-from peft_sentiment.artifacts import load_model
 from peft_sentiment.config import Ia3Config, LoraConfig, ModelConfig, RunConfig, TrainConfig, load_config
 from peft_sentiment.errors import ConfigError
+from peft_sentiment.loading import load_model
 from peft_sentiment.modeling import build_model, count_parameters
 from peft_sentiment.predict import load_pipeline, predict
 
@@ -306,3 +306,58 @@ def test_push_merged_dry_run(method_run: dict[str, Any], tmp_path: Path) -> None
     assert f"trained with {names[method_run['method']]}" in card.text
     if method_run["method"] == "qlora":
         assert "dequantized 4-bit base" in card.text
+
+
+# ---------------------------------------------------------------- QLoRA on the smoke recipe's 32-wide model
+
+# The QLoRA smoke runs above are 64 wide. The smoke recipe itself is 32 wide: bitsandbytes quantizes in
+# blocks of 64 values, which then span two weight rows, and its CPU inference repack cannot hold that.
+
+
+@pytest.mark.parametrize(("rows", "columns"), [(32, 32), (64, 32), (48, 64), (32, 96), (32, 64), (64, 128)])
+@needs_4bit
+def test_repack_check_agrees_with_bitsandbytes(rows: int, columns: int) -> None:
+    """`can_repack` is True exactly where bitsandbytes' own repack of the layer succeeds (it runs on any
+    CPU: only the forward pass that calls it needs AVX512-BF16)."""
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu
+
+    from peft_sentiment.modeling import can_repack
+
+    layer = bnb.nn.Linear4bit(columns, rows, quant_type="nf4", compute_dtype=torch.float32).to("cpu")
+    expected = can_repack(layer)
+    try:
+        _convert_weight_packed_for_cpu(layer.weight.data, layer.weight.quant_state)
+        repacked = True
+    except (RuntimeError, AssertionError):
+        repacked = False
+    assert repacked is expected
+    assert expected is (rows % 32 == 0 and columns % 64 == 0)
+
+
+@pytest.fixture(scope="module")
+def smoke_qlora_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`train --recipe smoke --method qlora` through the CLI, as a user runs it."""
+    out = tmp_path_factory.mktemp("smoke-qlora-cli") / "run"
+    result = invoke(["train", "--recipe", "smoke", "--method", "qlora", "-o", out])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    return out
+
+
+@needs_4bit
+def test_predict_and_evaluate_on_the_smoke_qlora_run(smoke_qlora_cli: Path) -> None:
+    """Inference on the reloaded 4-bit base: no repack failure (bitsandbytes' `shape '[32, 0]' is
+    invalid` on 32-wide layers), a sentiment label, and the run's own accuracy again."""
+    import json
+
+    result = invoke(["predict", smoke_qlora_cli, "a great film", "--json"])
+    assert result.exit_code == 0 and result.exception is None, f"{result.exception!r}\n{result.output}"
+    assert "Traceback" not in result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert len(rows) == 1 and rows[0]["text"] == "a great film"
+    assert rows[0]["label"] in {"NEGATIVE", "POSITIVE"}
+
+    result = invoke(["evaluate", smoke_qlora_cli, "--json"])
+    assert result.exit_code == 0 and result.exception is None, f"{result.exception!r}\n{result.output}"
+    saved = json.loads((smoke_qlora_cli / "metrics.json").read_text())
+    assert json.loads(result.stdout)["accuracy"] == pytest.approx(saved["accuracy"], abs=1e-12)

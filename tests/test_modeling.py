@@ -19,7 +19,6 @@ from peft_sentiment.modeling import (
 )
 
 DISTIL_TARGETS = ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2")
-BERT_TARGETS = ("query", "key", "value", "dense")
 # tiny models: hidden 32, feed-forward 64, 2 layers, 2 labels
 H, FF, LAYERS, LABELS = 32, 64, 2, 2
 
@@ -38,9 +37,42 @@ def linear_params(n_in: int, n_out: int) -> int:
     return n_in * n_out + n_out
 
 
-def test_default_targets() -> None:
-    assert DEFAULT_LORA_TARGETS["distilbert"] == DISTIL_TARGETS
-    assert DEFAULT_LORA_TARGETS["bert"] == BERT_TARGETS
+# Written out per architecture, apart from DEFAULT_LORA_TARGETS: where LoRA must land with no
+# --target-modules. BERT-like encoders: attention q, k, v and output, and both feed-forward layers of every
+# layer; never a head's own "dense" (RoBERTa's and ELECTRA's classifier) or a new pooler (BERT).
+BERT_LIKE_LAYER = ("attention.self.query", "attention.self.key", "attention.self.value",
+                   "attention.output.dense", "intermediate.dense", "output.dense")
+EXPECTED_LORA_LAYERS = {  # "{i}": the layer number
+    "distilbert": ["distilbert.transformer.layer.{i}." + m for m in (
+        "attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin",
+        "ffn.lin1", "ffn.lin2")],
+    "bert": ["bert.encoder.layer.{i}." + m for m in BERT_LIKE_LAYER],
+    "roberta": ["roberta.encoder.layer.{i}." + m for m in BERT_LIKE_LAYER],
+    "xlm-roberta": ["roberta.encoder.layer.{i}." + m for m in BERT_LIKE_LAYER],
+    "electra": ["electra.encoder.layer.{i}." + m for m in BERT_LIKE_LAYER],
+}
+TINY_SIZES = {"distilbert": {"dim": H, "n_layers": LAYERS, "n_heads": 2, "hidden_dim": FF}}
+BERT_LIKE_SIZES = {"hidden_size": H, "num_hidden_layers": LAYERS, "num_attention_heads": 2,
+                   "intermediate_size": FF}
+
+
+@pytest.mark.parametrize("model_type", sorted(EXPECTED_LORA_LAYERS))
+def test_default_targets(model_type: str, tiny_distilbert_dir: Path) -> None:
+    """A tiny model of each architecture with a default target list, built from a config: the modules
+    that actually get LoRA layers are exactly the expected ones."""
+    from peft.tuners.lora import LoraLayer
+
+    assert sorted(DEFAULT_LORA_TARGETS) == sorted(EXPECTED_LORA_LAYERS)  # a new default needs a row here
+    architecture = {"model_type": model_type, **TINY_SIZES.get(model_type, BERT_LIKE_SIZES),
+                    "max_position_embeddings": 128}
+    cfg = RunConfig(method="lora", model=ModelConfig(name=f"tiny-{model_type}", architecture=architecture,
+                                                     tokenizer=str(tiny_distilbert_dir)),
+                    lora=LoraConfig(r=4, alpha=8, dropout=0.0))
+    built = build_model(cfg)
+    adapted = {n for n, m in built.model.named_modules() if isinstance(m, LoraLayer)}
+    expected = {f"base_model.model.{name.format(i=i)}"
+                for name in EXPECTED_LORA_LAYERS[model_type] for i in range(LAYERS)}
+    assert adapted == expected
 
 
 def test_count_parameters() -> None:

@@ -79,9 +79,36 @@ def test_peak_is_probed_once_and_cached(tmp_path: Path, monkeypatch: pytest.Monk
     assert cached == {probe.device_key(): {"fp32": 1e11, "bf16": 3e11}}
 
 
+def test_the_probe_rate_is_the_best_timed_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a scripted clock: 2 n^3 FLOPs over the fastest timed product, the warm-up left out."""
+    import types
+
+    ticks = iter([0.0,  # the warm-up product: its end is not read
+                  10.0, 14.0, 20.0, 22.0, 30.0, 33.0])  # timed products of 4, 2 and 3 seconds
+    monkeypatch.setattr(probe, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    products: list[tuple[tuple[int, ...], torch.dtype]] = []
+    real_mm = torch.mm
+
+    def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        products.append((tuple(a.shape) + tuple(b.shape), a.dtype))
+        return real_mm(a, b)
+
+    monkeypatch.setattr(torch, "mm", mm)
+    assert probe.measure_peak("bf16", size=64, repeats=3) == 2 * 64**3 / 2.0
+    assert products == [((64, 64, 64, 64), torch.bfloat16)] * 4
+    assert next(ticks, None) is None  # every product timed
+
+
 def test_the_probe_measures_a_real_rate() -> None:
-    flops = probe.measure_peak("fp32", size=128, repeats=2)
-    assert 1e8 < flops < 1e15
+    """On the real clock, in FLOP/s: the timed products each took at least the best one's time and all
+    fit in the call's wall time, so the rate is at least repeats * 2 n^3 / wall seconds."""
+    import time
+
+    size, repeats = 128, 3
+    start = time.perf_counter()
+    flops = probe.measure_peak("fp32", size=size, repeats=repeats)
+    wall = time.perf_counter() - start
+    assert flops >= repeats * 2 * size**3 / wall
 
 
 # ---------------------------------------------------------------- FLOP count
@@ -124,9 +151,28 @@ def test_flops_formula_by_hand() -> None:
     assert utilization(1e12, 0.0, 2e11) is None
 
 
+def _product_tolerance(rate: float, rate_step: float, seconds: float, seconds_step: float) -> float:
+    """How far rate x seconds may land from the count they were computed from, each of the two rounded
+    to its step in metrics.json."""
+    return rate * seconds_step / 2 + seconds * rate_step / 2 + rate_step * seconds_step / 4
+
+
 def test_metrics_report_tokens_and_mfu(smoke_lora) -> None:
+    """The rates agree with the counts and the time they come from, rounding aside."""
+    import math
+
+    import yaml
+
     m = smoke_lora.metrics
-    assert m["train_tokens"] > 0 and m["train_tokens_per_second"] > 0
+    epochs = m["train_steps"] / math.ceil(m["n_train"] / m["global_batch_size"])
+    samples, seconds = m["n_train"] * epochs, m["train_seconds"]
+    assert m["train_samples_per_second"] * seconds == pytest.approx(
+        samples, abs=_product_tolerance(m["train_samples_per_second"], 1e-3, seconds, 1e-2))
+    assert m["train_tokens_per_second"] * seconds == pytest.approx(
+        m["train_tokens"], abs=_product_tolerance(m["train_tokens_per_second"], 0.1, seconds, 1e-2))
+    # Real tokens, each epoch: at least [CLS], a word and [SEP] per review, at most max_length.
+    max_length = yaml.safe_load((smoke_lora.path / "config.yaml").read_text())["data"]["max_length"]
+    assert 3 <= m["train_tokens"] / samples <= max_length
     assert 0 < m["train_mfu"] < 1 and 0 < m["eval_mfu"] < 1
     assert m["peak_flops_per_second"] > 0
     assert m["train_flops"] == pytest.approx(m["train_mfu"] * m["train_seconds"] * m["peak_flops_per_second"],
@@ -217,7 +263,7 @@ def test_a_damaged_cache_entry_is_rebuilt(cache: Path, tokenizer) -> None:
 def test_fast_recipes_choose_the_fast_settings(recipe: str) -> None:
     cfg = load_config(recipe)
     assert cfg.train.precision == "auto"
-    assert cfg.train.group_by_length
+    assert cfg.trainer["train_sampling_strategy"] == "group_by_length"
     assert cfg.train.attention_dropout == 0.0
     if cfg.method in ("lora", "dora", "qlora"):
         assert cfg.lora.dropout == 0.0
@@ -225,7 +271,8 @@ def test_fast_recipes_choose_the_fast_settings(recipe: str) -> None:
 
 def test_seed_recipe_is_the_plain_one() -> None:
     cfg = load_config("seed")
-    assert (cfg.train.precision, cfg.train.group_by_length, cfg.train.attention_dropout) == ("fp32", False, None)
+    sampling = cfg.trainer.get("train_sampling_strategy", "random")
+    assert (cfg.train.precision, sampling, cfg.train.attention_dropout) == ("fp32", "random", None)
 
 
 def test_length_grouped_batches_are_used(tiny_distilbert_dir: Path, tmp_path: Path, tokenizer) -> None:
@@ -238,9 +285,9 @@ def test_length_grouped_batches_are_used(tiny_distilbert_dir: Path, tmp_path: Pa
     built = build_model(cfg)
     data = tokenize(dataset(64), built.tokenizer, 32)
     grouped = make_trainer(built.model, built.tokenizer, load_config(
-        "smoke", {"train.group_by_length": True}).train, tmp_path, data, data)
+        "smoke", {"trainer.train_sampling_strategy": "group_by_length"}), tmp_path, data, data)
     assert isinstance(grouped._get_train_sampler(), LengthGroupedSampler)
-    plain = make_trainer(built.model, built.tokenizer, cfg.train, tmp_path, data, data)
+    plain = make_trainer(built.model, built.tokenizer, cfg, tmp_path, data, data)
     assert not isinstance(plain._get_train_sampler(), LengthGroupedSampler)
 
 
@@ -279,7 +326,8 @@ def test_gradient_checkpointing_trains(method: str, tmp_path: Path) -> None:
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             seen.append(base.is_gradient_checkpointing)
 
-    cfg = load_config("smoke", {"method": method, "train.gradient_checkpointing": True, "train.epochs": 1,
+    cfg = load_config("smoke", {"method": method, "trainer.gradient_checkpointing": True,
+                                "trainer.num_train_epochs": 1,
                                 "data.train_size": 64, "data.test_size": 32})
     result = run_training(cfg, output=tmp_path / "run", callbacks=[Check()])
     assert result.train.steps == 4
@@ -326,7 +374,7 @@ def test_frozen_base_trains_in_bf16_and_reloads_the_same(method: str, tmp_path: 
             if isinstance(module, BaseTunerLayer):
                 casts.add(module.cast_input_dtype_enabled)
 
-    cfg = load_config("smoke", {"method": method, "train.precision": "bf16", "train.epochs": 2})
+    cfg = load_config("smoke", {"method": method, "train.precision": "bf16", "trainer.num_train_epochs": 2})
     run = run_training(cfg, output=tmp_path / "run", on_model=look)
     frozen = {n: d for n, d in dtypes.items() if "lora_" not in n and "classifier" not in n}
     assert frozen and set(frozen.values()) == {torch.bfloat16}
@@ -364,7 +412,8 @@ def test_frozen_base_stays_fp32_in_fp32_and_for_head_only(tmp_path: Path) -> Non
 
     for method, precision in (("lora", "fp32"), ("head", "bf16")):
         seen: set[torch.dtype] = set()
-        cfg = load_config("smoke", {"method": method, "train.precision": precision, "train.epochs": 1,
+        cfg = load_config("smoke", {"method": method, "train.precision": precision,
+                                    "trainer.num_train_epochs": 1,
                                     "data.train_size": 32, "data.test_size": 16})
         run_training(cfg, output=tmp_path / f"{method}-{precision}", on_model=lambda b, t, n: seen.update(
             m.weight.dtype for m in b.model.modules() if isinstance(m, torch.nn.Linear)))
@@ -375,10 +424,11 @@ def test_evaluation_keeps_dataset_order_with_length_grouping(tmp_path: Path) -> 
     """Length grouping is for training batches only: predictions come back in the reviews' order."""
     from peft_sentiment.train import predict_dataset
 
-    cfg = load_config("smoke", {"train.group_by_length": True, "train.eval_batch_size": 4})
+    cfg = load_config("smoke", {"trainer.train_sampling_strategy": "group_by_length",
+                                "trainer.per_device_eval_batch_size": 4})
     built = build_model(cfg, make_texts())
     rows = make_rows(64, seed=5)
     data = tokenize(Dataset.from_list(rows), built.tokenizer, 32)
     assert len(set(data["length"])) > 4  # lengths vary, so a length-grouped order would differ
-    preds = predict_dataset(built.model, built.tokenizer, data, cfg.train, tmp_path)
+    preds = predict_dataset(built.model, built.tokenizer, data, cfg, tmp_path)
     assert preds.labels.tolist() == [row["label"] for row in rows]

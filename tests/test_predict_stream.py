@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import torch
 from conftest import CliRun, assert_one_line_error, dot_entries, error_lines, invoke
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -160,6 +161,25 @@ def test_order_matches_one_text_at_a_time(smoke_full: CliRun, pipe: Any, tmp_pat
     alone = [predict(pipe, [t])[0] for t in kept]
     assert [r["label"] for r in rows] == [p.label for p in alone]
     assert [r["score"] for r in rows] == pytest.approx([p.score for p in alone], abs=1e-4)
+
+
+def test_scores_are_the_models_own_probabilities(smoke_full: CliRun) -> None:
+    """Each row's label is the class the model's logits rank first and its score that class's softmax
+    probability, to 1e-5 (a check like `score >= 0.5` holds for any top score of two classes)."""
+    texts = [t for t in TEXTS_WITH_BLANKS if t.strip()] + [LONG_TEXT]
+    result = invoke(["predict", smoke_full.path, *texts, "--json", "--precision", "fp32",
+                     "--batch-size", "3"])
+    assert result.exit_code == 0, result.output
+    rows = json_rows(result.stdout)
+    fp32 = load_pipeline(smoke_full.path, precision="fp32")  # the same model and tokenizer
+    for row, text in zip(rows, texts, strict=True):
+        batch = fp32.tokenizer(text, truncation=True, max_length=SMOKE_MAX_LENGTH, return_tensors="pt")
+        with torch.no_grad():
+            probs = fp32.model(**batch).logits.float().softmax(-1)[0]
+        best = int(probs.argmax())
+        assert (row["text"], row["label"]) == (text, ["NEGATIVE", "POSITIVE"][best])
+        assert row["score"] == pytest.approx(float(probs[best]), abs=1e-5)
+    assert {r["label"] for r in rows} == {"NEGATIVE", "POSITIVE"}  # both labels' mapping exercised
 
 
 def test_blank_lines_are_skipped_with_line_numbers(smoke_full: CliRun, tmp_path: Path) -> None:

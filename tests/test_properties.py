@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import tempfile
 import types
 import typing
@@ -16,10 +18,12 @@ from typing import Any, Literal
 
 import pytest
 import yaml
-from hypothesis import assume, example, given, settings
+from hypothesis import assume, event, example, given, settings
 from hypothesis import strategies as st
 
 from peft_sentiment.config import (
+    DEFAULT_TRAINER,
+    LEGACY_TRAIN_KEYS,
     DataConfig,
     RunConfig,
     build,
@@ -105,22 +109,47 @@ PLAIN_VALUE = st.recursive(  # what YAML reads back equal: no NaN
 )
 
 
-def valid_values(tp: Any) -> st.SearchStrategy:
+# trainer: takes any TrainingArguments field; these few, in ranges transformers accepts, stand for them.
+TRAINER_RANGES = {
+    "learning_rate": (1e-6, 0.99),
+    "num_train_epochs": (0.01, 50.0),
+    "per_device_train_batch_size": (1, 512),
+    "weight_decay": (0.0, 0.99),
+}
+SCHEDULER_VALUES = ["linear", "cosine", "constant"]
+TRAINER_VALUES = {
+    **{name: (st.integers if isinstance(low, int) else st.floats)(low, high)
+       for name, (low, high) in TRAINER_RANGES.items()},
+    "lr_scheduler_type": st.sampled_from(SCHEDULER_VALUES),
+}
+
+
+def _valid_trainer_option(name: str, value: Any) -> bool:
+    if name == "lr_scheduler_type":
+        return value in SCHEDULER_VALUES
+    low, high = TRAINER_RANGES[name]
+    kind = int if isinstance(low, int) else float
+    return isinstance(value, kind) and not isinstance(value, bool) and low <= value <= high
+
+
+def valid_values(tp: Any, key: str = "") -> st.SearchStrategy:
     """Values of type `tp` that every field's own range check accepts."""
     tp, optional = _inner(tp)
-    base = _valid_values(tp)
+    base = _valid_values(tp, key)
     return st.none() | base if optional else base
 
 
-def _valid_values(tp: Any) -> st.SearchStrategy:
+def _valid_values(tp: Any, key: str) -> st.SearchStrategy:
     if dataclasses.is_dataclass(tp):
-        return section_dicts(tp)
+        return section_dicts(tp, f"{key}.")
+    if key == "trainer":
+        return st.fixed_dictionaries({}, optional=TRAINER_VALUES)
     if typing.get_origin(tp) is Literal:
         return st.sampled_from(typing.get_args(tp))
     if tp is bool:
         return st.booleans()
     if tp is int:
-        return st.integers(100, 2**40)  # sizes, seeds, steps and vocabulary sizes alike
+        return st.integers(100, 2**31)  # sizes, seeds, steps and vocabulary sizes alike
     if tp is float:
         return st.floats(1e-6, 0.99)  # rates, ratios, epochs and dropout alike
     if tp is str:
@@ -133,10 +162,31 @@ def _valid_values(tp: Any) -> st.SearchStrategy:
     raise AssertionError(f"no strategy for {tp}")
 
 
-def section_dicts(cls: type) -> st.SearchStrategy:
+def edge_values(tp: Any) -> st.SearchStrategy:
+    """Values of type `tp` at and around the range rules' bounds (0, 1, 100, empty), where a missing or
+    shifted check shows."""
+    tp, optional = _inner(tp)
+    if tp is int:
+        edges = st.integers(-2, 2) | st.sampled_from([99, 100, 101, 2**32 - 1, 2**32, -LONG, -LONG - 1])
+    elif tp is float:
+        edges = st.sampled_from([-1.0, -0.0, 0.0, 1e-9, 0.5, 0.999, 1.0, 2.0, "0", "1e-3", "-1", "1"])
+    elif tp is str:
+        edges = st.sampled_from(["", " ", "x"])
+    elif typing.get_origin(tp) is tuple:
+        edges = st.sampled_from(["", ",", " , ", "a,b", [], [""], ["a"]])
+    elif typing.get_origin(tp) is dict:
+        edges = st.sampled_from([{}, {"model_type": "bert"}, {"x": 1}])
+    elif dataclasses.is_dataclass(tp):
+        edges = st.just({})
+    else:  # bool, Literal: ANY_VALUE and valid_values cover them
+        edges = st.nothing()
+    return st.none() | edges if optional else edges
+
+
+def section_dicts(cls: type, prefix: str = "") -> st.SearchStrategy:
     """Mappings for `build(cls, ...)`: any subset of the fields, each with a valid value."""
     hints = typing.get_type_hints(cls)
-    return st.fixed_dictionaries({}, optional={f.name: valid_values(hints[f.name])
+    return st.fixed_dictionaries({}, optional={f.name: valid_values(hints[f.name], prefix + f.name)
                                                for f in dataclasses.fields(cls)})
 
 
@@ -180,6 +230,129 @@ def _accepts(tp: Any, value: Any) -> bool:
     if origin is tuple:  # a comma-separated string or a list of strings
         return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
     raise AssertionError(f"no rule for {tp}")
+
+
+# The range rules of each field and section, written here apart from config.py: a value of the right
+# type is accepted exactly when its rule holds (a field without a rule takes any value of its type).
+def _positive(v: Any) -> bool:
+    return v > 0
+
+
+def _unit(v: Any) -> bool:
+    return 0.0 <= v < 1.0
+
+
+def _named(v: Any) -> bool:
+    return len(v) > 0
+
+
+def _seed(v: Any) -> bool:
+    return 0 <= v < 2**32  # what numpy and datasets take
+
+
+LONG = 2**63 - 1  # every integer field: what a C long holds
+
+
+RANGES: dict[str, Any] = {
+    **{f"data.{name}": _positive for name in ("train_size", "test_size", "max_length")},
+    **{f"data.{name}": _named
+       for name in ("source", "text_column", "label_column", "train_split", "test_split")},
+    "data.shuffle_seed": _seed,
+    "model.name": _named,
+    "model.architecture": lambda v: "model_type" in v,
+    "model.tokenizer_vocab_size": lambda v: v >= 100,
+    "lora.r": _positive,
+    "lora.alpha": _positive,
+    "lora.dropout": _unit,
+    "lora.target_modules": _named,
+    "ia3.target_modules": _named,
+    "ia3.feedforward_modules": _named,
+    "train.seed": _seed,
+    "train.save_steps": _positive,
+    "train.keep_checkpoints": _positive,
+    "train.attention_dropout": _unit,
+}
+
+
+def _exists(name: str) -> bool:
+    try:
+        return Path(name).expanduser().exists()
+    except (OSError, ValueError, RuntimeError):  # too long, a NUL byte, an unknown user
+        return False
+
+
+SECTION_RULES: dict[str, Any] = {  # rules across the fields of one section, on its plain dict
+    "model": lambda m: m["architecture"] is None or not _exists(m["name"]),
+    "ia3": lambda s: (s["target_modules"] is None) == (s["feedforward_modules"] is None) and (
+        s["target_modules"] is None or set(s["feedforward_modules"]) <= set(s["target_modules"])),
+    "train": lambda t: t["save_steps"] is None or not t["save_every_epoch"],
+}
+REFUSED = object()
+
+
+def _expected(tp: Any, value: Any, key: str) -> Any:
+    """What the loader must make of `value` for `key`: the value as config_to_dict shows it, or REFUSED."""
+    if not _accepts(tp, value):
+        return REFUSED
+    tp, _ = _inner(tp)
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(tp):
+        return _expected_section(tp, value, key)
+    if key == "trainer":
+        return _expected_trainer(value)
+    if tp is float:
+        value = float(value)
+        if not math.isfinite(value):
+            return REFUSED
+    elif typing.get_origin(tp) is tuple:
+        value = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
+    elif tp is int and not -LONG <= value <= LONG:
+        return REFUSED
+    rule = RANGES.get(key)
+    return value if rule is None or rule(value) else REFUSED
+
+
+def _expected_section(cls: type, data: dict[Any, Any], key: str) -> Any:
+    """A section replaced by `data`: its fields from `data`, the others at their defaults."""
+    if not set(data) <= known_names(cls):
+        return REFUSED
+    hints = typing.get_type_hints(cls)
+    section = config_to_dict(cls())
+    for name, value in data.items():
+        section[name] = _expected(hints[name], value, f"{key}.{name}")
+        if section[name] is REFUSED:
+            return REFUSED
+    rule = SECTION_RULES.get(key)
+    return section if rule is None or rule(section) else REFUSED
+
+
+def _expected_trainer(options: dict[Any, Any]) -> Any:
+    """The project's defaults, updated by `options` when each is a value TRAINER_VALUES would draw."""
+    from transformers import TrainingArguments
+
+    if not set(options) <= {f.name for f in dataclasses.fields(TrainingArguments)}:
+        return REFUSED  # not a TrainingArguments field
+    valid = all(name in TRAINER_VALUES and _valid_trainer_option(name, v) for name, v in options.items())
+    assume(valid)  # other values of real fields are transformers' to judge
+    return {**DEFAULT_TRAINER, **options}
+
+
+def expected_override(key: str, value: Any) -> Any:
+    """`--set key=value` on the default recipe: the value the config holds, or REFUSED."""
+    section, _, name = key.rpartition(".")
+    cls = section_class(section)
+    typed = _expected(typing.get_type_hints(cls)[name], value, key)
+    if typed is REFUSED or section not in SECTION_RULES:
+        return typed
+    merged = {**config_to_dict(cls()), name: typed}
+    return typed if SECTION_RULES[section](merged) else REFUSED
+
+
+def test_rules_name_real_keys() -> None:
+    """A renamed field fails here rather than leaving its rule unused."""
+    keys = {key for key, _ in all_keys()}
+    assert set(RANGES) <= keys and set(SECTION_RULES) <= keys
 
 
 # ---------------------------------------------------------------- config: round trips
@@ -234,13 +407,13 @@ def test_parse_override_reads_yaml_values(key: str, value: Any) -> None:
 @example(item=" =x")
 @example(item="a=[1, 2")
 def test_parse_override_returns_a_pair_or_config_error(item: str) -> None:
-    try:
-        key, _ = parse_override(item)
-    except ConfigError:
-        key, sep, _ = item.partition("=")
-        assert not sep or not key.strip()
-        return
-    assert key == item.partition("=")[0].strip() and key
+    """Refused exactly when there is no `=` or nothing before it; otherwise the key, stripped."""
+    key, sep, _ = item.partition("=")
+    if not sep or not key.strip():
+        with pytest.raises(ConfigError, match="must look like key=value"):
+            parse_override(item)
+    else:
+        assert parse_override(item)[0] == key.strip()
 
 
 # ---------------------------------------------------------------- config: unknown keys, wrong types
@@ -250,6 +423,7 @@ def test_parse_override_returns_a_pair_or_config_error(item: str) -> None:
 @given(section=st.sampled_from(SECTIONS), key=st.text(min_size=1, max_size=20), value=PLAIN_VALUE)
 def test_unknown_key_is_named(section: str, key: str, value: Any) -> None:
     assume(key not in known_names(section_class(section)))
+    assume(not (section == "train." and key in LEGACY_TRAIN_KEYS))  # moved to trainer:, not unknown
     data: dict[str, Any] = {}
     node = data
     for part in filter(None, section.split(".")):
@@ -267,6 +441,7 @@ def test_unknown_key_is_named(section: str, key: str, value: Any) -> None:
        value=PLAIN_VALUE)
 def test_unknown_override_is_named(section: str, key: str, value: Any, default_recipe: Path) -> None:
     assume(key.strip() == key and key not in known_names(section_class(section)))
+    assume(not (section == "train." and key in LEGACY_TRAIN_KEYS))  # moved to trainer:, not unknown
     with pytest.raises(ConfigError) as err:
         load_config(default_recipe, {f"{section}{key}": value})
     assert repr(f"{section}{key}") in str(err.value)
@@ -282,57 +457,66 @@ def test_wrong_type_is_named(data: st.DataObject, default_recipe: Path) -> None:
     assert key in str(err.value)
 
 
-@PROPERTY
+@settings(PROPERTY, max_examples=300)
 @given(data=st.data())
 def test_any_value_builds_or_names_the_key(data: st.DataObject, default_recipe: Path) -> None:
-    """Whatever a recipe or --set holds for a known key: a config, or a ConfigError naming the key."""
-    key, _ = data.draw(st.sampled_from(all_keys()), label="key")
-    value = data.draw(ANY_VALUE, label="value")
-    try:
-        load_config(default_recipe, {key: value})
-    except ConfigError as err:
-        assert key in str(err)
+    """Whatever a recipe or --set holds for a known key: the config holding it where the type and range
+    rules allow it, else a ConfigError naming the key; the rules above say which."""
+    key, tp = data.draw(st.sampled_from(all_keys()), label="key")
+    value = data.draw(ANY_VALUE | valid_values(tp, key) | edge_values(tp), label="value")
+    expected = expected_override(key, value)
+    event("refused" if expected is REFUSED else "accepted")
+    if expected is REFUSED:
+        with pytest.raises(ConfigError) as err:
+            load_config(default_recipe, {key: value})
+        assert key in str(err.value)
+    else:
+        assert _get(config_to_dict(load_config(default_recipe, {key: value})), key) == expected
 
 
-# Inputs at the edges: each must be accepted or refused with the package's own error (never another
-# exception type, which the CLI would show as a traceback), and non-finite numbers are refused.
+# Inputs at the edges: each accepted, or refused with the package's own error naming the key (never
+# another exception type, which the CLI would show as a traceback); non-finite numbers are refused.
 
 
 @pytest.mark.parametrize("name", ["~no-such-user-here/model", "x" * 300])
 def test_model_name_that_is_no_path(name: str) -> None:
-    try:
-        load_config(None, {"model.name": name, "model.architecture": {"model_type": "distilbert"}})
-    except ConfigError:
-        pass
+    """Names no file system has (an unknown user's home, too long for a path) are no folder: a new
+    model may be built under them."""
+    cfg = load_config(None, {"model.name": name, "model.architecture": {"model_type": "distilbert"}})
+    assert cfg.model.name == name and cfg.model.architecture == {"model_type": "distilbert"}
 
 
-@pytest.mark.parametrize("item", ["train.seed=!!int abc", "train.lr=!!float x"])
-def test_override_with_bad_yaml_tag(item: str) -> None:
-    try:
-        parse_override(item)
-    except ConfigError:
-        pass
+@pytest.mark.parametrize(("item", "kind"), [("train.seed=!!int abc", "an integer"),
+                                            ("trainer.learning_rate=!!float x", "a number")])
+def test_override_with_bad_yaml_tag(item: str, kind: str) -> None:
+    """YAML that fails to construct is kept as text, for the type check to name."""
+    key, value = parse_override(item)
+    assert (key, value) == tuple(item.split("=", 1))
+    with pytest.raises(ConfigError, match=re.escape(f"{key} must be {kind}, got {value!r}")):
+        load_config(None, {key: value})
 
 
-def test_float_field_given_a_huge_integer() -> None:
-    try:
-        load_config(None, dict([parse_override("train.lr=1" + "0" * 400)]))
-    except ConfigError:
-        pass
+@pytest.mark.parametrize("key", ["trainer.learning_rate", "lora.dropout"])
+def test_float_field_given_a_huge_integer(key: str) -> None:
+    """10**400 is a YAML integer no float holds."""
+    name, value = parse_override(f"{key}=1" + "0" * 400)
+    assert (name, value) == (key, 10**400)
+    with pytest.raises(ConfigError, match=re.escape(f"{key} must be a number, got 1000")):
+        load_config(None, {name: value})
 
 
-@pytest.mark.parametrize("key", ["train.lr", "train.epochs", "train.weight_decay"])
-@pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_non_finite_numbers_are_refused(key: str, value: float) -> None:
-    with pytest.raises(ConfigError, match=key):
+@pytest.mark.parametrize("key", ["trainer.learning_rate", "trainer.num_train_epochs", "trainer.weight_decay",
+                                 "lora.dropout", "train.attention_dropout"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), "nan", "inf"])
+def test_non_finite_numbers_are_refused(key: str, value: float | str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"{key} must be a finite number")):
         load_config(None, {key: value})
 
 
 def test_data_source_of_unknown_user() -> None:
-    try:
+    """`~user/...` of an unknown user is a path (not a Hub id) that does not exist."""
+    with pytest.raises(DataError, match=re.escape("data folder not found: ~no-such-user-here/data")):
         load_splits(DataConfig(source="~no-such-user-here/data"), need_train=False)
-    except DataError:
-        pass
 
 
 # ---------------------------------------------------------------- data: labels

