@@ -13,7 +13,10 @@ from typing import Any
 
 from .config import RunConfig, config_to_dict
 
-FINAL_METRICS = ("accuracy", "f1", "train_seconds", "peak_memory_mib")
+# metrics.json key -> TensorBoard tag
+FINAL_METRICS = {"accuracy": "test/accuracy", "f1": "test/f1", "precision": "test/precision",
+                 "recall": "test/recall", "train_seconds": "run/train_seconds",
+                 "peak_memory_mib": "run/peak_memory_mib"}
 
 
 def reports_to(cfg: RunConfig, tracker: str) -> bool:
@@ -44,8 +47,8 @@ def log_final(tensorboard_dir: Path, cfg: RunConfig, summary: dict[str, Any]) ->
         return
     from torch.utils.tensorboard import SummaryWriter
 
-    metrics = {f"test/{name}": float(summary[name]) for name in FINAL_METRICS
-               if isinstance(summary.get(name), (int, float))}
+    metrics = {tag: float(summary[key]) for key, tag in FINAL_METRICS.items()
+               if isinstance(summary.get(key), (int, float))}
     with SummaryWriter(log_dir=str(tensorboard_dir)) as writer:
         writer.add_hparams(flat_config(cfg), metrics, run_name="hparams")
         for name, value in metrics.items():
