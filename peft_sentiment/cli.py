@@ -218,7 +218,12 @@ def train(method: str | None, recipe: str | None, output: Path | None, overwrite
         return
     cfg = load_run_config(result.output)
     s = result.summary
-    extra = {
+    extra = {}
+    if s.get("validation"):
+        v = s["validation"]
+        kept = f", epoch of step {s['best_step']}" if s.get("best_step") is not None else ""
+        extra["validation acc / f1"] = f"{v['accuracy']:.4f} / {v['f1']:.4f} ({v['n']} reviews{kept})"
+    extra |= {
         "train seconds": f"{s['train_seconds']:.1f}",
         "train samples/s": f"{s['train_samples_per_second']:.2f}",
         "peak memory (MiB)": f"{s['peak_memory_mib']:.0f} ({s['peak_memory_kind']})",

@@ -56,8 +56,13 @@ class DataConfig:
                             "Column holding the label (0/1, neg/pos, negative/positive).")
     train_split: str = opt("train", "--train-split", "Name of the training split (file stem in a local folder).")
     test_split: str = opt("test", "--test-split", "Name of the test split.")
+    validation_split: str = "validation"  # used for validation when the data has it
     train_size: int = opt(3000, "--train-size", "Training reviews: shuffle(seed).select(range(n)).")
     test_size: int = opt(300, "--test-size", "Test reviews, taken the same way.")
+    # Epochs are evaluated, and checkpoints chosen, on these reviews only: the test subset is read once.
+    validation_size: int = opt(0, "--validation-size",
+                               "Validation reviews: the data's validation split, else the train split's "
+                               "reviews right after the training subset; 0 for none.")
     # Selects the subset: shuffle(seed).select(range(n)), apart from train.seed.
     shuffle_seed: int = opt(42, "--shuffle-seed", "Seed of the subset shuffle (not the training seed).")
     max_length: int = opt(512, "--max-length", "Maximum tokens per review; longer ones are truncated.")
@@ -68,7 +73,9 @@ class DataConfig:
             if value <= 0:
                 raise ConfigError(f"data.{name} must be positive, got {value}")
         check_seed(self.shuffle_seed, "data.shuffle_seed")
-        for name in ("source", "text_column", "label_column", "train_split", "test_split"):
+        if self.validation_size < 0:
+            raise ConfigError(f"data.validation_size must not be negative, got {self.validation_size}")
+        for name in ("source", "text_column", "label_column", "train_split", "test_split", "validation_split"):
             if not getattr(self, name):
                 raise ConfigError(f"data.{name} must not be empty")
 
@@ -174,9 +181,24 @@ class TrainConfig:
     save_every_epoch: bool = opt(False, "--save-every-epoch/--no-save-every-epoch",
                                  "Checkpoint at the end of each epoch.")
     keep_checkpoints: int = opt(2, "--keep-checkpoints", "Checkpoints kept while the run is in progress.")
+    # Both choose on validation accuracy, never on test data; both checkpoint every epoch.
+    keep_best: bool = opt(False, "--keep-best/--keep-last",
+                          "Keep the epoch with the best validation accuracy instead of the last one.")
+    early_stopping_patience: int | None = opt(
+        None, "--early-stopping-patience",
+        "Stop after N epochs without a better validation accuracy, and keep the best epoch.")
+
+    @property
+    def selects_on_validation(self) -> bool:
+        return self.keep_best or self.early_stopping_patience is not None
 
     def __post_init__(self) -> None:
         check_seed(self.seed, "train.seed")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ConfigError(f"train.early_stopping_patience must be at least 1, got {self.early_stopping_patience}")
+        if self.selects_on_validation and self.save_steps is not None:
+            raise ConfigError("train.save_steps cannot be combined with keep_best or early stopping, "
+                              "which checkpoint every epoch: use train.save_every_epoch")
         if self.save_steps is not None and self.save_steps <= 0:
             raise ConfigError(f"train.save_steps must be positive, got {self.save_steps}")
         if self.save_steps is not None and self.save_every_epoch:
@@ -248,6 +270,8 @@ class RunConfig:
         from .trainer_args import check_trainer
 
         check_trainer(self.trainer)
+        if self.train.selects_on_validation and self.data.validation_size == 0:
+            raise ConfigError("keep_best and early stopping choose on validation: pass --validation-size N")
 
     @property
     def saves_adapter(self) -> bool:

@@ -30,17 +30,82 @@ class Splits:
     test: Dataset
     train_origin: str  # where each split came from (file path or Hub id[split]), for messages
     test_origin: str
+    validation: Dataset | None = None  # None without data.validation_size (or without train)
+    validation_origin: str = ""
 
 
 def load_splits(cfg: DataConfig, need_train: bool = True) -> Splits:
-    """Both subsets, validated; raises `DataError` naming the file and the problem."""
-    train_ds, train_origin = (
-        _load_split(cfg, cfg.train_split) if need_train else (None, "")
-    )
+    """The subsets, validated and disjoint; raises `DataError` naming the file and the problem.
+
+    train is `shuffle(seed).select(range(train_size))` of the train split and test the same of the
+    test split (the seed protocol). Validation comes from the data's own validation split when it
+    has one (up to validation_size of it, taken the same way), else from the train split right
+    after the training subset: `select(range(train_size, train_size + validation_size))`.
+    """
+    if not need_train:
+        test_ds, test_origin = _load_split(cfg, cfg.test_split)
+        test = _subset(test_ds, cfg, cfg.test_size, test_origin, "test")
+        return Splits(train=None, test=test, train_origin="", test_origin=test_origin)
+    train_ds, train_origin = _load_split(cfg, cfg.train_split)
     test_ds, test_origin = _load_split(cfg, cfg.test_split)
-    train = _subset(train_ds, cfg, cfg.train_size, train_origin, "train") if need_train else None
+    train_all = _normalize(train_ds, cfg, train_origin)
+    train = _subset(train_all, cfg, cfg.train_size, train_origin, "train", normalized=True)
     test = _subset(test_ds, cfg, cfg.test_size, test_origin, "test")
-    return Splits(train=train, test=test, train_origin=train_origin, test_origin=test_origin)
+    validation, validation_origin = None, ""
+    if cfg.validation_size > 0:
+        own = _own_validation(cfg)
+        if own is not None:
+            ds, validation_origin = own
+            ds = _normalize(ds, cfg, validation_origin)
+            validation = _subset(ds, cfg, min(cfg.validation_size, len(ds)), validation_origin, "validation",
+                                 normalized=True)
+        else:
+            validation_origin = f"{train_origin} after the training subset"
+            validation = _subset(train_all, cfg, cfg.validation_size, train_origin, "validation",
+                                 start=cfg.train_size, normalized=True)
+    splits = Splits(train=train, test=test, train_origin=train_origin, test_origin=test_origin,
+                    validation=validation, validation_origin=validation_origin)
+    check_disjoint(splits)
+    return splits
+
+
+def _own_validation(cfg: DataConfig) -> tuple[Dataset, str] | None:
+    """The data's own validation split, or None when it has none."""
+    path = resolve_source(cfg.source)
+    if path.is_dir():
+        has_file = any(p.is_file() and p.suffix in _FILE_FORMATS and p.stem == cfg.validation_split
+                       for p in path.iterdir())
+        return _load_file_split(path, cfg.validation_split) if has_file else None
+    if path.exists() or looks_like_path(cfg.source):
+        return None
+    try:
+        return _load_hub_split(cfg.source, cfg.validation_split), f"{cfg.source}[{cfg.validation_split}]"
+    except DataError as err:
+        if "has no split" in str(err):
+            return None
+        raise
+
+
+def check_disjoint(splits: Splits) -> None:
+    """No validation review (by its text's hash) is also a training or a test review: what chooses
+    epochs and checkpoints must be data the model did not train on, and not the test data.
+
+    Train and test are the data's own splits and are taken as they are (IMDb's hold 96 reviews in
+    common), as in the seed protocol."""
+    if splits.validation is None:
+        return
+    seen = {_text_hash(t) for t in splits.validation["text"]}
+    for name, ds in (("training", splits.train), ("test", splits.test)):
+        shared = sum(1 for t in set(ds["text"]) if _text_hash(t) in seen)
+        if shared:
+            raise DataError(f"{shared} review(s) of the validation subset ({splits.validation_origin}) are "
+                            f"also in the {name} subset (same text): validation must not overlap them")
+
+
+def _text_hash(text: str) -> bytes:
+    import hashlib
+
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
 def resolve_source(source: str) -> Path:
@@ -172,13 +237,20 @@ def _review_id(path: Path) -> tuple[int, str]:
     return (int(head), path.stem) if head.isdigit() else (-1, path.stem)
 
 
-def _subset(ds: Dataset, cfg: DataConfig, n: int, origin: str, role: str) -> Dataset:
-    ds = _normalize(ds, cfg, origin)
-    if n > len(ds):
+def _subset(ds: Dataset, cfg: DataConfig, n: int, origin: str, role: str, start: int = 0,
+            normalized: bool = False) -> Dataset:
+    """Rows start..start+n of `shuffle(seed)` of the split."""
+    if not normalized:
+        ds = _normalize(ds, cfg, origin)
+    if start + n > len(ds):
+        if start:
+            raise DataError(f"{origin}: the {role} subset of {n} takes rows {start} to {start + n - 1} of the "
+                            f"shuffled split, which has {len(ds)} rows: pass a smaller --validation-size "
+                            "or give the data a validation split")
         raise DataError(
             f"{origin}: {role} subset of {n} is larger than the split ({len(ds)} rows)"
         )
-    subset = ds.shuffle(seed=cfg.shuffle_seed).select(range(n))
+    subset = ds.shuffle(seed=cfg.shuffle_seed).select(range(start, start + n))
     classes = set(subset["label"])
     if len(classes) < 2:
         only = ID2LABEL[classes.pop()] if classes else "none"

@@ -209,10 +209,11 @@ def run_training(
         if on_model is not None:
             on_model(built, trainable, total)
         train_set = tokenize(splits.train, built.tokenizer, cfg.data.max_length)
-        test_set = tokenize(splits.test, built.tokenizer, cfg.data.max_length)
+        validation_set = (tokenize(splits.validation, built.tokenizer, cfg.data.max_length)
+                          if splits.validation is not None else None)
         baseline = reset_peak_memory()
         try:
-            result = train(built.model, built.tokenizer, train_set, test_set, cfg,
+            result = train(built.model, built.tokenizer, train_set, validation_set, cfg,
                            tmp / CHECKPOINTS_DIR, callbacks, resume_from=checkpoint,
                            tensorboard_dir=tmp / TENSORBOARD_DIR)
         except Interrupted as err:
@@ -220,11 +221,17 @@ def run_training(
                               err.signum) from None
         memory = peak_memory(baseline)
         built.model.eval()
+        validation = None
         with tempfile.TemporaryDirectory(prefix="peft-sentiment-") as work:
+            if validation_set is not None:  # the kept model, on the reviews that chose it
+                found = predict_dataset(built.model, built.tokenizer, validation_set, cfg, Path(work))
+                validation = binary_metrics(found.labels.tolist(), found.preds.tolist())
+            # The test subset is read here, once, by the model training ended with.
+            test_set = tokenize(splits.test, built.tokenizer, cfg.data.max_length)
             preds = predict_dataset(built.model, built.tokenizer, test_set, cfg, Path(work))
         metrics = binary_metrics(preds.labels.tolist(), preds.preds.tolist())  # every review once
         summary = _summary(cfg, splits, metrics, result, preds, memory, built, trainable, total, me.size,
-                           precision)
+                           precision, validation)
         summary.update(throughput(built, train_set["length"], test_set["length"], cfg, result, preds.seconds,
                                   me.size, precision))
         if checkpoint is not None:
@@ -245,12 +252,18 @@ def run_training(
 
 def _summary(cfg: RunConfig, splits: Any, metrics: Metrics, result: TrainResult, preds: Any,
              memory: Any, built: BuiltModel, trainable: int, total: int, world_size: int,
-             precision: str) -> dict[str, Any]:
-    """What metrics.json holds."""
+             precision: str, validation: Metrics | None) -> dict[str, Any]:
+    """What metrics.json holds: the test metrics at the top (read once, after training), the
+    validation metrics of the same model apart."""
     per_device = cfg.trainer["per_device_train_batch_size"]
     accumulation = cfg.trainer.get("gradient_accumulation_steps", 1)
     return {
         **metrics.to_dict(),
+        "validation": validation.to_dict() if validation is not None else None,
+        "n_validation": len(splits.validation) if splits.validation is not None else 0,
+        "validation_origin": splits.validation_origin or None,
+        "kept": "best" if result.best_step is not None else "last",  # which epoch's weights were kept
+        "best_step": result.best_step,
         "method": cfg.method,
         "model": cfg.model.name,
         "data": cfg.data.source,

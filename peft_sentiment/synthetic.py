@@ -45,7 +45,7 @@ def make_reviews(n: int, seed: int) -> list[dict[str, object]]:
 
 def write_smoke_data(folder: Path = SMOKE_DIR) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    for split, n, seed in (("train", 400, 1), ("test", 100, 2)):
+    for split, n, seed in (("train", 400, 1), ("test", 100, 2), ("validation", 100, 3)):
         with (folder / f"{split}.jsonl").open("w") as f:
             for row in make_reviews(n, seed):
                 f.write(json.dumps(row) + "\n")

@@ -17,6 +17,7 @@ from datasets import Dataset
 from torch.utils.data import SequentialSampler
 from transformers import (
     DataCollatorWithPadding,
+    EarlyStoppingCallback,
     PreTrainedTokenizerBase,
     PrinterCallback,
     Trainer,
@@ -44,11 +45,13 @@ class TrainResult:
     share: float = 1.0  # the part of the run's steps done in this process (less after a resume)
     epochs: float = 0.0  # epochs reached (the Trainer's count: trainer.max_steps may end a run early)
     arguments: dict[str, Any] = field(default_factory=dict)  # the TrainingArguments, as JSON
+    best_step: int | None = None  # with keep_best or early stopping: the step whose weights were kept
 
 
 def training_arguments(cfg: RunConfig, output_dir: Path, evaluate: bool) -> TrainingArguments:
     """The recipe's trainer: section, with what the project owns set from its own config."""
     t = cfg.train
+    best = evaluate and t.selects_on_validation  # chosen on the evaluation set: validation
     precision = choose_precision(t.precision)
     owned = {
         "output_dir": str(output_dir),
@@ -56,8 +59,12 @@ def training_arguments(cfg: RunConfig, output_dir: Path, evaluate: bool) -> Trai
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
         "eval_strategy": "epoch" if evaluate else "no",
-        # Checkpoints (for --resume) only when asked for; a signal saves one regardless.
-        "save_strategy": "steps" if t.save_steps else "epoch" if t.save_every_epoch else "no",
+        # Checkpoints (for --resume) only when asked for, or to keep the best epoch; a signal saves
+        # one regardless.
+        "save_strategy": "steps" if t.save_steps else "epoch" if t.save_every_epoch or best else "no",
+        "load_best_model_at_end": best,
+        "metric_for_best_model": "accuracy" if best else None,
+        "greater_is_better": True if best else None,
         "save_steps": t.save_steps or 500,
         "save_total_limit": t.keep_checkpoints,
         "disable_tqdm": True,  # progress is the caller's callback
@@ -93,15 +100,17 @@ def make_trainer(
     cfg: RunConfig,
     work_dir: Path,
     train: Dataset | None = None,
-    test: Dataset | None = None,
+    evaluation: Dataset | None = None,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Trainer:
-    args = training_arguments(cfg, work_dir, evaluate=train is not None and test is not None)
+    """A Trainer for `cfg`; with both data sets, `evaluation` (the validation subset) is evaluated
+    after every epoch."""
+    args = training_arguments(cfg, work_dir, evaluate=train is not None and evaluation is not None)
     trainer = _Trainer(
         model=model,
         args=args,
         train_dataset=train,
-        eval_dataset=test,
+        eval_dataset=evaluation,
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=_compute_metrics,
@@ -153,19 +162,24 @@ def train(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     train_set: Dataset,
-    test_set: Dataset,
+    validation_set: Dataset | None,
     cfg: RunConfig,
     work_dir: Path,
     callbacks: Sequence[TrainerCallback] = (),
     resume_from: Path | None = None,
     tensorboard_dir: Path | None = None,
 ) -> TrainResult:
-    """Fine-tune `model` in place, evaluating on `test_set` after each epoch; checkpoints go to
+    """Fine-tune `model` in place, evaluating on `validation_set` after each epoch (when there is one)
+    and, with train.keep_best or early stopping, ending on its best epoch; checkpoints go to
     `work_dir`. `resume_from`: a checkpoint of the same run (optimizer, scheduler, RNG and data
     order are restored by the Trainer). Raises `Interrupted` after a signal's checkpoint.
     `tensorboard_dir`: where TensorBoard logs go when the trainer reports to it."""
     stopper = StopOnSignal()
-    trainer = make_trainer(model, tokenizer, cfg, work_dir, train_set, test_set, [stopper, *callbacks])
+    extra: list[TrainerCallback] = []
+    if cfg.train.early_stopping_patience is not None and validation_set is not None:
+        extra.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    trainer = make_trainer(model, tokenizer, cfg, work_dir, train_set, validation_set,
+                           [stopper, *extra, *callbacks])
     if tensorboard_dir is not None:
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
@@ -196,6 +210,7 @@ def train(
         share=share,
         epochs=epochs,
         arguments=trainer.args.to_dict(),
+        best_step=_checkpoint_step(Path(best)) if (best := trainer.state.best_model_checkpoint) else None,
     )
 
 
@@ -227,7 +242,7 @@ def predict_dataset(
     work_dir: Path,
 ) -> Predictions:
     """Logits for a tokenized data set, in its order."""
-    trainer = make_trainer(model, tokenizer, cfg, work_dir, test=test_set)
+    trainer = make_trainer(model, tokenizer, cfg, work_dir, evaluation=test_set)
     start = time.perf_counter()
     output = trainer.predict(test_set)
     seconds = time.perf_counter() - start

@@ -58,7 +58,7 @@ class RichProgress(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
         if metrics and self.progress is not None:
             self.progress.console.print(
-                f"epoch {state.epoch:.0f}: eval accuracy {metrics.get('eval_accuracy', 0):.4f}"
+                f"epoch {state.epoch:.0f}: validation accuracy {metrics.get('eval_accuracy', 0):.4f}"
                 f"  f1 {metrics.get('eval_f1', 0):.4f}  loss {metrics.get('eval_loss', 0):.4f}"
             )
 

@@ -61,7 +61,8 @@ def test_seed_recipe_is_the_blog_recipe_exactly() -> None:
     assert cfg.model.random_init is False and cfg.model.architecture is None
     assert cfg.data == DataConfig(source="stanfordnlp/imdb", text_column="text", label_column="label",
                                   train_split="train", test_split="test", train_size=3000,
-                                  test_size=300, shuffle_seed=42, max_length=512)
+                                  test_size=300, shuffle_seed=42, max_length=512,
+                                  validation_size=500)  # the 500 after the 3000: the seed protocol's rows stay
     assert cfg.train.seed == 42 and cfg.train.precision == "fp32"
     t = cfg.trainer
     assert t["learning_rate"] == 2e-5 and isinstance(t["learning_rate"], float)
@@ -246,7 +247,11 @@ def test_wrong_type_is_named(tmp_path: Path, text: str, fragments: list[str]) ->
         ({"trainer.learnin_rate": 0.1}, "did you mean learning_rate?"),
         ({"trainer.bf16": True}, "trainer.bf16 is set by peft-sentiment: use train.precision"),
         ({"trainer.hub_token": "hf_x"}, "never put a token in a recipe"),
-        ({"trainer.load_best_model_at_end": True}, "never chosen by its score on test data"),
+        ({"trainer.load_best_model_at_end": True}, "use train.keep_best or train.early_stopping_patience"),
+        ({"train.keep_best": True, "data.validation_size": 0}, "choose on validation: pass --validation-size"),
+        ({"train.early_stopping_patience": 0}, "train.early_stopping_patience must be at least 1, got 0"),
+        ({"train.keep_best": True, "train.save_steps": 5}, "cannot be combined with keep_best"),
+        ({"data.validation_size": -1}, "data.validation_size must not be negative, got -1"),
         ({"lora.r": 0}, "lora.r must be positive"),
         ({"lora.alpha": -2}, "lora.alpha must be positive"),
         ({"lora.dropout": 1.0}, "lora.dropout must be in [0, 1)"),

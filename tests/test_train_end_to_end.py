@@ -107,8 +107,9 @@ def test_run_folder_log(smoke_run: CliRun) -> None:
     assert all(isinstance(e["loss"], float) and e["loss"] >= 0 for e in losses)
     assert [e["epoch"] for e in evals] == [1.0, 2.0, 3.0, 4.0, 5.0]  # one evaluation per epoch
     assert all({"eval_loss", "eval_f1", "step"} <= set(e) for e in evals)
-    # The last evaluation saw the final model on the same test subset.
-    assert evals[-1]["eval_accuracy"] == pytest.approx(smoke_run.metrics["accuracy"])
+    # Epochs are evaluated on validation: the last evaluation saw the final model on those reviews.
+    assert evals[-1]["eval_accuracy"] == pytest.approx(smoke_run.metrics["validation"]["accuracy"])
+    assert smoke_run.metrics["n_validation"] == 100 and smoke_run.metrics["kept"] == "last"
     assert losses[-1]["loss"] < losses[0]["loss"]
 
 
