@@ -13,6 +13,7 @@ _EXPORTS = {
     "ConfigError": "errors", "DataError": "errors", "HubError": "errors", "ModelError": "errors",
     "PeftSentimentError": "errors", "RunError": "errors",
     "MergeResult": "merge", "merge_run": "merge",
+    "ExportResult": "export", "export_run": "export",
     "Prediction": "predict", "load_pipeline": "predict", "predict": "predict", "predict_stream": "predict",
     "EvalResult": "run", "RunResult": "run", "evaluate_run": "run", "run_training": "run",
     "BenchmarkSpec": "benchmark", "run_benchmark": "benchmark",

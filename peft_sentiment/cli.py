@@ -16,6 +16,7 @@ import click
 
 from .config import METHODS, PRECISIONS, CliOption, DataConfig, cli_options, load_config, parse_override
 from .errors import Interrupted, PeftSentimentError
+from .onnx_backend import FORMATS, QUANTIZATIONS
 
 # bitsandbytes logs at import time that an optional CPU kernel from the Hub is missing: nothing a user
 # can act on offline, and it would print on every command.
@@ -242,10 +243,11 @@ def train(method: str | None, recipe: str | None, output: Path | None, overwrite
               help="Also write the metrics and every review's label and prediction to a new JSON file.")
 @handle_errors
 def evaluate(source: str, as_json: bool, save_predictions: Path | None, **options: Any) -> None:
-    """Re-evaluate a run (or model folder) on its own test subset or on --data."""
+    """Re-evaluate a run (or model folder, or ONNX export) on its own test subset or on --data."""
     from rich.console import Console
 
     from .config import build, config_to_dict
+    from .onnx_backend import export_data_config, is_export
     from .run import evaluate_run
     from .rundir import check_new_file, is_run, load_run_config, write_json_atomic
     from .ui import metrics_table
@@ -254,7 +256,8 @@ def evaluate(source: str, as_json: bool, save_predictions: Path | None, **option
     data = None
     if overrides:
         path = Path(source)
-        base = load_run_config(path).data if is_run(path) else DataConfig()
+        base = (load_run_config(path).data if is_run(path)
+                else export_data_config(path) if is_export(path) else DataConfig())
         fields = config_to_dict(base)
         for key, value in overrides.items():
             fields[key.split(".", 1)[1]] = value
@@ -292,14 +295,18 @@ def evaluate(source: str, as_json: bool, save_predictions: Path | None, **option
               help="Weights and compute precision; auto picks bf16 where it is faster on this machine.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Input lines read and predicted before their results are written; memory grows with it.")
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default=None,
+              help="Run the model with torch, or an ONNX export (peft-sentiment export) with onnxruntime. "
+                   "[default: onnx for an export folder, torch otherwise]")
 @handle_errors
 def predict(source: str, texts: tuple[str, ...], file: Any, as_json: bool, output: Path | None,
-            overwrite: bool, errors: str, batch_size: int, precision: str, chunk_size: int) -> None:
+            overwrite: bool, errors: str, batch_size: int, precision: str, chunk_size: int,
+            backend: str | None) -> None:
     """Label TEXTS (or --file, or standard input) as NEGATIVE or POSITIVE.
 
-    SOURCE is a run folder, a model or adapter folder, or a Hub id. Input lines are read, predicted
-    and written a chunk at a time, in input order. Texts longer than the model's maximum length are
-    truncated (one note on standard error says so).
+    SOURCE is a run folder, a model or adapter folder, an ONNX export folder, or a Hub id. Input
+    lines are read, predicted and written a chunk at a time, in input order. Texts longer than the
+    model's maximum length are truncated (one note on standard error says so).
     """
     import itertools
     import os
@@ -330,7 +337,7 @@ def predict(source: str, texts: tuple[str, ...], file: Any, as_json: bool, outpu
             raise click.UsageError(f"no text in {name}: every line is empty")
         raise click.UsageError("no text given: pass TEXT arguments, --file, or standard input")
     _quiet_libraries()
-    pipe = load_pipeline(source, precision=precision)
+    pipe = load_pipeline(source, precision=precision, backend=backend)
     predictions = itertools.chain(run_predict(pipe, texts, batch_size) if texts else [],
                                   predict_stream(pipe, lines, batch_size, chunk_size))
     count, noted = 0, False
@@ -369,6 +376,62 @@ def merge(run: Path, output: Path | None, overwrite: bool) -> None:
                f"{result.n_texts} texts ({result.texts_from}); tolerance {result.tolerance:g}")
     if result.max_abs_diff_vs_4bit is not None:
         click.echo(f"against the 4-bit model as trained: max |logit diff| = {result.max_abs_diff_vs_4bit:.2g}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--format", "format_", type=click.Choice(FORMATS), default="onnx", show_default=True,
+              help="Export format.")
+@click.option("--quantize", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
+              help="int8: onnxruntime dynamic quantization of the linear layers, per channel; the layers "
+                   "that cost agreement most stay fp32.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True, metavar="DIR",
+              help="Export folder to create.")
+@click.option("--check-data", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Verify on the test split of this data folder instead of the run's test subset.")
+@click.option("--force", is_flag=True,
+              help="Keep an export whose labels agree with the PyTorch model's on less than 99.5% of the "
+                   "check texts.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@handle_errors
+def export(run: Path, format_: str, quantize: str, output: Path, check_data: Path | None, force: bool,
+           overwrite: bool) -> None:
+    """Export a finished run to ONNX, verified against the PyTorch model.
+
+    An adapter run is merged first. The folder holds model.onnx, the tokenizer, config.json,
+    export.json (what was exported) and export_check.json (the verification on the run's test texts);
+    `peft-sentiment predict DIR` and `evaluate DIR` run it with onnxruntime.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .export import export_run
+    from .ui import err_console
+
+    _quiet_libraries()
+    with err_console.status("exporting") as status:
+        result = export_run(run, output, format=format_, quantize=quantize, check_data=check_data,
+                            force=force, overwrite=overwrite, on_stage=lambda message: status.update(message))
+    table = Table(title=f"export — {result.output}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("model", f"{result.format}, {'int8' if result.quantization == 'int8' else 'fp32'} "
+                           f"({result.model_bytes / 2**20:.1f} MiB)")
+    table.add_row("label agreement",
+                  f"{result.agreement:.2%} of {result.n_texts} texts ({result.texts_from})")
+    table.add_row("max |logit diff|", f"{result.max_abs_logit_diff:.2g} from the PyTorch model")
+    if result.merge_max_abs_diff is not None:
+        table.add_row("merge check",
+                      f"max |logit diff| {result.merge_max_abs_diff:.2g} (adapter merged first)")
+    if result.quantization == "int8":
+        n = len(result.int8_layers) + len(result.fp32_layers)
+        kept = f"; kept fp32: {', '.join(result.fp32_layers)}" if result.fp32_layers else ""
+        table.add_row("int8 layers", f"{len(result.int8_layers)} of {n} linear layers{kept}")
+        table.add_row("chosen on", f"training texts: {result.selection_agreement:.2%} agreement")
+    Console().print(table)
+    if not result.passed:
+        err_console.print(f"[bold]kept with --force[/]: below the bar (see "
+                          f"{result.output / 'export_check.json'})")
 
 
 @main.command()
@@ -523,6 +586,106 @@ def benchmark(output: Path | None, methods: str, recipe: str | None, seeds: str,
     if outcome.failed:
         raise click.ClickException(f"{len(outcome.failed)} of {len(outcome.results['runs'])} runs did not "
                                    f"finish: {', '.join(outcome.failed)} (errors in results.md and logs/)")
+
+
+@main.command()
+@click.option("--method", type=click.Choice(METHODS), default=None,
+              help="Method to tune: without --recipe its own recipe and search space. [default: lora]")
+@click.option("--recipe", default=None, metavar="NAME|PATH",
+              help="Recipe whose tune: section is the search space: a name in recipes/ or a YAML path.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="Study folder. [default: runs/tune-<recipe>-<timestamp>]")
+@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Finished trials (complete, pruned or failed) the study holds at the end, with --resume "
+                   "those of earlier runs included.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Start no trial after SECONDS; the one running finishes.")
+@click.option("--seed", "sampler_seed", type=int, default=42, show_default=True,
+              help="Seed of the TPE sampler (each trial trains with the recipe's train.seed).")
+@click.option("--enqueue", multiple=True, metavar="KEY=VALUE,...",
+              help="Run this point of the search space before sampled ones (repeatable), e.g. the recipe's "
+                   "own values; keys left out are sampled.")
+@click.option("--resume", is_flag=True,
+              help="Continue the study in the output folder: finished trials are kept, and a trial left "
+                   "running by a killed tune runs again.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing tune folder.")
+@recipe_options(BENCHMARK_OPTIONS)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key for every trial (e.g. --train-size 1000 for a cheaper search).")
+@handle_errors
+def tune(method: str | None, recipe: str | None, output: Path | None, trials: int, timeout: float | None,
+         sampler_seed: int, enqueue: tuple[str, ...], resume: bool, overwrite: bool, sets: tuple[str, ...],
+         **options: Any) -> None:
+    """Search a recipe's tune: space with Optuna, each trial trained in its own process.
+
+    Trials are sampled by TPE and judged on validation accuracy, never on the test subset; after each
+    epoch a trial below the median of the completed ones is stopped (pruned). Writes OUTPUT/best.yaml
+    (a recipe for train and benchmark), trials.csv, study.json, history.png, and study.db for --resume.
+    """
+    from datetime import datetime
+
+    from .tune import TuneSpec, run_tune
+    from .ui import TuneProgress, format_trial_params
+
+    overrides: dict[str, Any] = {}
+    if method is not None:
+        overrides["method"] = method
+    elif recipe is None:
+        overrides["method"] = "lora"
+    overrides.update(option_overrides(BENCHMARK_OPTIONS, options, sets))
+    points = tuple(dict(parse_override(item) for item in text.split(",") if item.strip()) for text in enqueue)
+    spec = TuneSpec(recipe=recipe, overrides=overrides, trials=trials, timeout=timeout, seed=sampler_seed,
+                    enqueue=points)
+    label = Path(recipe).stem if recipe is not None else overrides["method"]
+    output = output or Path("runs") / f"tune-{label}-{datetime.now():%Y%m%d-%H%M%S}"
+    _quiet_libraries()
+    logging.getLogger("optuna").setLevel(logging.WARNING)  # the table shows each trial
+    result = run_tune(spec, output, resume=resume, overwrite=overwrite, reporter=TuneProgress(),
+                      command=["peft-sentiment", *map(str, _INVOCATION)])
+    best, files = result.best, result.files
+    if result.stopped == "timeout":
+        click.echo(f"--timeout: stopped after {result.ran} trials of this run")
+    click.echo(f"best: trial {best.number}, validation accuracy {best.value:.4f} "
+               f"({format_trial_params(best.params)})")
+    click.echo(f"recipe: {files['best']} (peft-sentiment train --recipe {files['best']})")
+    click.echo(f"trials: {files['trials']}, {files['json']}, {files['history']}; study: {files['study']}")
+
+
+@main.command()
+@click.argument("source")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface of this machine).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port.")
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default=None,
+              help="Run the model with torch, or an ONNX export (peft-sentiment export) with onnxruntime. "
+                   "[default: onnx for an export folder, torch otherwise]")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="Weights and compute precision, as for predict; auto picks bf16 where it is faster here.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Texts per forward pass, gathered from concurrent requests.")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="How long a batch waits for more texts after its first arrived (milliseconds).")
+@click.option("--max-texts", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Texts per request; a request with more is refused (413).")
+@click.option("--max-text-bytes", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="UTF-8 bytes per text; a request with a longer text is refused (413).")
+@handle_errors
+def serve(source: str, host: str, port: int, backend: str | None, precision: str, max_batch: int,
+          max_wait_ms: float, max_texts: int, max_text_bytes: int) -> None:
+    """Serve predictions over HTTP: POST /predict {"texts": [...]}, GET /health, GET /info.
+
+    SOURCE is a run folder, a model or adapter folder, an ONNX export folder or a Hub id. The model
+    loads before the server listens; texts of concurrent requests are batched into one forward pass.
+    Ctrl-C or SIGTERM stops it after the requests in flight.
+    """
+    from .serve import ServeConfig
+    from .serve import serve as run_server
+
+    config = ServeConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_texts=max_texts,
+                         max_text_bytes=max_text_bytes)
+    _quiet_libraries()
+    run_server(source, host=host, port=port, backend=backend, precision=precision, config=config,
+               on_ready=lambda url: click.echo(f"serving {source} on {url} (Ctrl-C to stop)", err=True))
 
 
 if __name__ == "__main__":

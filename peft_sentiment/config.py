@@ -5,8 +5,10 @@ Validation happens here, once: the rest of the package trusts a `RunConfig`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -265,17 +267,214 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     # Any transformers TrainingArguments field, on top of DEFAULT_TRAINER; checked by transformers.
     trainer: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAINER))
+    # The search space of `peft-sentiment tune`: dotted recipe key -> {low, high, log?, step?} or
+    # {choices: [...]}. Training ignores it, so it takes no part in equality (two configs that train
+    # the same are equal) and config_to_dict leaves it out of every saved config.
+    tune: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         from .trainer_args import check_trainer
 
         check_trainer(self.trainer)
         if self.train.selects_on_validation and self.data.validation_size == 0:
-            raise ConfigError("keep_best and early stopping choose on validation: pass --validation-size N")
+            key = "train.keep_best" if self.train.keep_best else "train.early_stopping_patience"
+            raise ConfigError(f"{key} chooses the epoch on validation, and data.validation_size is 0: "
+                              "pass --validation-size N")
+        check_tune(self)
 
     @property
     def saves_adapter(self) -> bool:
         return self.method in ADAPTER_METHODS
+
+
+# ---------------------------------------------------------------- search spaces (peft-sentiment tune)
+
+TUNE_FIELDS = ("low", "high", "log", "step", "choices")
+# What PyYAML reads as a string although it is a number: 1e-5 (a YAML 1.1 float needs a dot).
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+@dataclass(frozen=True)
+class TuneParam:
+    """One dimension of a recipe's `tune:` section: a range {low, high, log?, step?} (integers when
+    low and high are) or a list {choices: [...]}."""
+
+    key: str  # the dotted recipe key it sets
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False  # sample on a log scale (learning rates)
+    step: int | float | None = None  # a grid inside the range
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def is_int(self) -> bool:
+        return self.choices is None and all(isinstance(v, int) for v in (self.low, self.high, self.step)
+                                            if v is not None)
+
+    def values_to_check(self) -> list[Any]:
+        """The values a config is built with to check the dimension: every choice, or both ends."""
+        return list(self.choices) if self.choices is not None else [self.low, self.high]
+
+    def contains(self, value: Any) -> bool:
+        if self.choices is not None:
+            return any(value == c and type(value) is type(c) or _same_number(value, c) for c in self.choices)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.is_int and value != int(value):
+            return False
+        return self.low <= value <= self.high
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.choices is not None:
+            return {"choices": list(self.choices)}
+        out: dict[str, Any] = {"low": self.low, "high": self.high}
+        if self.log:
+            out["log"] = True
+        if self.step is not None:
+            out["step"] = self.step
+        return out
+
+    @classmethod
+    def parse(cls, key: str, spec: Any) -> TuneParam:
+        shape = "{low: ..., high: ...} or {choices: [...]}"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"tune.{key} must be {shape}, got {_short(spec)}")
+        unknown = [str(name) for name in spec if name not in TUNE_FIELDS]
+        if unknown:
+            raise ConfigError(f"tune.{key}: unknown field {unknown[0]!r} (known: {', '.join(TUNE_FIELDS)})")
+        if "choices" in spec:
+            others = [name for name in spec if name != "choices"]
+            if others:
+                raise ConfigError(f"tune.{key}: choices cannot be combined with {', '.join(others)}")
+            return cls(key, choices=_tune_choices(key, spec["choices"]))
+        if "low" not in spec or "high" not in spec:
+            raise ConfigError(f"tune.{key} needs low and high (a range) or choices (a list): {shape}")
+        low, high = (_tune_number(key, name, spec[name]) for name in ("low", "high"))
+        log = spec.get("log", False)
+        if not isinstance(log, bool):
+            raise ConfigError(f"tune.{key}.log must be true or false, got {_short(log)}")
+        step = spec.get("step")
+        if step is not None:
+            step = _tune_number(key, "step", step)
+            if step <= 0:
+                raise ConfigError(f"tune.{key}.step must be positive, got {step!r}")
+        if not all(isinstance(v, int) for v in (low, high, step) if v is not None):
+            low, high = float(low), float(high)
+            step = None if step is None else float(step)
+        if not low < high:
+            raise ConfigError(f"tune.{key}: low must be below high, got low {low!r} and high {high!r}")
+        if log and step is not None:
+            raise ConfigError(f"tune.{key}: log and step cannot be combined (a log range has no grid)")
+        if log and low <= 0:
+            raise ConfigError(f"tune.{key}: a log range needs low above 0, got {low!r}")
+        return cls(key, low=low, high=high, log=log, step=step)
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    return numbers and a == b
+
+
+def yaml_number(value: Any) -> Any:
+    """`1e-5` as PyYAML reads it (a string) turned into the number it is; anything else as it is."""
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+def _tune_number(key: str, name: str, value: Any) -> int | float:
+    value = yaml_number(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"tune.{key}.{name} must be a finite number, got {_short(value)}")
+    return value
+
+
+def _tune_choices(key: str, choices: Any) -> tuple[Any, ...]:
+    if not isinstance(choices, list) or not choices:
+        raise ConfigError(f"tune.{key}.choices must be a non-empty list, got {_short(choices)}")
+    found: list[Any] = []
+    for choice in map(yaml_number, choices):
+        # Optuna stores a choice as it is: scalars only (a list of target modules cannot be one).
+        if choice is not None and not isinstance(choice, (str, int, float, bool)):
+            raise ConfigError(f"tune.{key}.choices: {_short(choice)} is not a number, string, boolean or "
+                              "null")
+        if any(choice == c and type(choice) is type(c) for c in found):
+            raise ConfigError(f"tune.{key}.choices: {choice!r} is given twice")
+        found.append(choice)
+    return tuple(found)
+
+
+def parse_tune(raw: Any) -> dict[str, TuneParam]:
+    """A recipe's tune: section, read and checked for shape (not yet against the config)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"tune must be a mapping of recipe keys to search ranges, got {_short(raw)}")
+    space = {}
+    for key, spec in raw.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ConfigError(f"tune: {key!r} is not a dotted recipe key such as trainer.learning_rate")
+        space[key] = TuneParam.parse(key, spec)
+    return space
+
+
+def tune_space(cfg: RunConfig) -> dict[str, TuneParam]:
+    """The search space of `cfg`, in the recipe's order."""
+    return parse_tune(cfg.tune)
+
+
+def check_tune(cfg: RunConfig) -> None:
+    """Every key of the search space is a recipe key, and each of its values (a range's ends, every
+    choice) applied alone to `cfg` makes a valid config. Errors name the key."""
+    if not cfg.tune:
+        return
+    base = config_to_dict(cfg)
+    for key, param in tune_space(cfg).items():
+        _check_tune_key(key)
+        for value in param.values_to_check():
+            data = copy.deepcopy(base)
+            try:
+                set_dotted(data, key, value)
+                build(RunConfig, data)
+            except ConfigError as err:
+                raise ConfigError(f"tune.{key}: {_short(value)} is refused: {err}") from None
+
+
+def _check_tune_key(key: str) -> None:
+    """`key` names a value of the config (not a section, not the search space itself)."""
+    from .trainer_args import _check_name
+
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"tune: bad key {key!r}")
+    cls: Any = RunConfig
+    for depth, part in enumerate(parts):
+        if cls is None:  # inside a mapping (model.architecture): the value check decides
+            return
+        names = [f.name for f in dataclasses.fields(cls) if not (cls is RunConfig and f.name == "tune")]
+        if part not in names:
+            where = ".".join(parts[:depth]) or "a recipe"
+            raise ConfigError(f"tune: unknown key {key!r} (known in {where}: {', '.join(names)})")
+        if cls is RunConfig and part == "trainer":
+            if len(parts) != 2:
+                raise ConfigError(f"tune: {key!r} must name one TrainingArguments field, e.g. "
+                                  "trainer.learning_rate")
+            try:
+                _check_name(parts[1])
+            except ConfigError as err:
+                raise ConfigError(f"tune: {err}") from None
+            return
+        tp = typing.get_type_hints(cls)[part]
+        inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+        if dataclasses.is_dataclass(tp):
+            cls = tp
+        elif depth < len(parts) - 1 and typing.get_origin(inner[0]) is dict:
+            cls = None
+        elif depth < len(parts) - 1:
+            raise ConfigError(f"tune: {'.'.join(parts[:depth + 1])!r} is a value, not a section: {key!r} "
+                              "names nothing")
+        else:
+            return
+    names = ", ".join(f.name for f in dataclasses.fields(cls))
+    raise ConfigError(f"tune: {key!r} is a section: name one of its keys ({names})")
 
 
 def expand_path(source: str) -> Path:
@@ -482,10 +681,15 @@ def upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain dict (lists for tuples) that `build` reads back to an equal config."""
+    """Plain dict (lists for tuples) that `build` reads back to an equal config.
+
+    A RunConfig's search space (`tune`) is left out: a saved config (a run's config.yaml, a trial's
+    recipe, tune's best.yaml) records what trains, and the search space belongs to the recipe.
+    """
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                    if not (isinstance(value, RunConfig) and f.name == "tune")}
         if isinstance(value, tuple):
             return [plain(v) for v in value]
         return value
@@ -517,6 +721,8 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
         from .trainer_args import coerce_trainer
 
         kwargs["trainer"] = {**DEFAULT_TRAINER, **coerce_trainer(kwargs["trainer"])}
+    if cls is RunConfig and "tune" in kwargs:
+        kwargs["tune"] = {key: param.to_dict() for key, param in parse_tune(kwargs["tune"]).items()}
     try:
         return cls(**kwargs)
     except TypeError as err:  # pragma: no cover - all fields have defaults

@@ -1,28 +1,37 @@
-"""Structured events between `peft-sentiment benchmark` and the child processes it starts.
+"""Structured events between `peft-sentiment benchmark` or `tune` and the child processes they start.
 
 The benchmark gives each child the environment variable PEFT_SENTIMENT_EVENTS, the path of a JSON-lines
-file (logs/<run>.events.jsonl, one per run, shared by its train and evaluate processes). Every event is
-one JSON object on one line, appended with a single write and never rewritten:
+file (logs/<run>.events.jsonl, one per run, shared by its train and evaluate processes; tune: one per
+trial, trials/<n>.events.jsonl). Every event is one JSON object on one line, appended with a single
+write and never rewritten:
 
     {"v": 1, "event": "start", "time": 1718000000.123, ...}
 
 Common fields: `v` (schema version, 1), `event` (below), `time` (Unix seconds). Events:
 
-  start  (benchmark, before a child starts)  stage: "train" | "evaluate"; command: the child's argv
-                                             (list of str); continued_from: the checkpoint a train
-                                             process continues from; test_size: reviews evaluated
+  start  (benchmark or tune, before a child  stage: "train" | "evaluate"; command: the child's argv
+          starts)                            (list of str); continued_from: the checkpoint a train
+                                             process continues from; test_size: reviews evaluated;
+                                             trial: tune's trial number
   step   (child, during training)            step, total (optimizer steps), epoch (float); at most
                                              a few a second, and always the last step
-  epoch  (child, at each epoch's end)        step, total, epoch
+  epoch  (child, at each epoch's end)        step, total, epoch (written before the epoch's evaluation)
+  evaluate (child, after each epoch's        step, total, epoch; accuracy, f1, loss: on the validation
+           validation, when there is one)    subset (never the test subset). tune prunes on accuracy
   error  (child, before it exits non-zero)   message (one line; for an unexpected exception
                                              "<type>: <first line>"), type (the exception's class)
-  done   (benchmark, after the child exits)  exit_code (negative: killed by that signal), seconds;
-                                             output: the child's last line of output, if it failed.
-                                             Not written when the benchmark itself is interrupted.
+  done   (benchmark or tune, after the child exit_code (negative: killed by that signal), seconds;
+          exits)                             output: the child's last line of output, if it failed;
+                                             pruned: true when tune stopped the trial (SIGTERM).
+                                             Not written when the parent itself is interrupted.
 
 Events between a `start` and its `done` come from that start's process. Readers skip lines that are
 not complete JSON objects (a writer killed mid-line) and events of another `v`, and ignore event
-types and fields they do not know. Outside a benchmark (the variable unset) nothing is written.
+types and fields they do not know. Outside a benchmark or tune (the variable unset) nothing is written.
+
+Versioning: a new event or field that readers may ignore keeps `v` (the `evaluate` event and the
+`trial` and `pruned` fields came this way, in v1); a change that would mislead an existing reader (a
+field renamed or given another meaning) bumps it, and readers skip events of other versions.
 
 transformers is imported only when a callback is built: every command imports this module.
 """
@@ -166,7 +175,8 @@ def processes(events: list[dict[str, Any]]) -> list[ChildProcess]:
 
 
 def callbacks() -> list[Any]:
-    """The TrainerCallback that writes step and epoch events, when this process has an events file."""
+    """The TrainerCallback that writes step, epoch and evaluate events, when this process has an events
+    file."""
     path = target()
     return [_callback_class()(path)] if path is not None else []
 
@@ -176,7 +186,8 @@ def _callback_class() -> type:
     from transformers import TrainerCallback
 
     class EventsCallback(TrainerCallback):
-        """Step events (throttled to STEP_INTERVAL_SECONDS, the last step always) and epoch events."""
+        """Step events (throttled to STEP_INTERVAL_SECONDS, the last step always), epoch events and
+        each epoch's validation figures."""
 
         def __init__(self, path: Path) -> None:
             self.path = path
@@ -197,6 +208,13 @@ def _callback_class() -> type:
 
         def on_epoch_end(self, args, state, control, **kwargs):  # noqa: ANN001
             _append_or_warn(self.path, "epoch", **_position(state))
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
+            # The Trainer evaluates only the validation subset during training (after on_epoch_end).
+            if metrics and "eval_accuracy" in metrics:
+                found = {name: round(float(metrics[f"eval_{name}"]), 6) for name in ("accuracy", "f1", "loss")
+                         if isinstance(metrics.get(f"eval_{name}"), (int, float))}
+                _append_or_warn(self.path, "evaluate", **_position(state), **found)
 
         def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
             if state.global_step != self.written:  # stopped early: its last step still gets reported

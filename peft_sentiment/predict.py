@@ -1,4 +1,5 @@
-"""Sentiment predictions through a transformers text-classification pipeline.
+"""Sentiment predictions through a transformers text-classification pipeline, or through an ONNX
+export on onnxruntime (onnx_backend.OnnxClassifier, which is called the same way).
 
 `predict` labels a list of texts. `predict_stream` labels the lines of a file or stream a chunk at a
 time, so memory stays bounded whatever the input size; `read_lines` decodes such a stream line by line.
@@ -18,14 +19,17 @@ from typing import BinaryIO, TextIO
 import torch
 from transformers import Pipeline, pipeline
 
-from .errors import DataError, RunError
+from .config import expand_path, path_exists
+from .errors import ConfigError, DataError, RunError
 from .loading import load_model
 from .modeling import is_quantized
+from .onnx_backend import BACKENDS, OnnxClassifier, is_export
 from .probe import DTYPES, choose_precision
 
 BATCH_SIZE = 64  # texts per forward pass: length-sorted, so batches carry little padding
 CHUNK_LINES = 1024  # lines read and predicted at a time by predict_stream
 DECODE_ERRORS = ("strict", "replace")
+Classifier = Pipeline | OnnxClassifier  # what load_pipeline returns; both are called the same way
 
 
 @dataclass(frozen=True)
@@ -37,10 +41,29 @@ class Prediction:
     truncated: bool = False  # longer than the pipeline's max length: only its start was read
 
 
-def load_pipeline(source: str | Path, max_length: int | None = None, precision: str = "auto") -> Pipeline:
+def load_pipeline(source: str | Path, max_length: int | None = None, precision: str = "auto",
+                  backend: str | None = None) -> Classifier:
     """`pipeline("text-classification")` on a run, a model or adapter folder, or a Hub id, on the GPU
     when there is one, with its weights in `precision` (auto: bf16 where that is faster here; a 4-bit
-    QLoRA base keeps its own compute dtype)."""
+    QLoRA base keeps its own compute dtype).
+
+    `backend` "onnx" runs an export folder (`peft-sentiment export`) on onnxruntime instead, in the
+    precision it was exported in; None picks onnx for an export folder and torch for anything else.
+    """
+    path = expand_path(str(source))
+    export = path_exists(str(source), folder=True) and is_export(path)
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "onnx" or (backend is None and export):
+        if not export:
+            raise ConfigError(f"backend onnx runs an ONNX export and {source} is none: make one with "
+                              f"`peft-sentiment export {source} --format onnx -o DIR` and pass DIR")
+        if precision != "auto":
+            raise ConfigError(f"precision {precision} applies to the torch backend: the ONNX export {source} "
+                              "runs in the precision it was exported in")
+        return OnnxClassifier(path, max_length)
+    if export:
+        raise ConfigError(f"{source} is an ONNX export: it runs with backend onnx only")
     loaded = load_model(source)
     dtype = DTYPES[choose_precision(precision)]
     model = loaded.model
@@ -59,26 +82,28 @@ def load_pipeline(source: str | Path, max_length: int | None = None, precision: 
                     trust_remote_code=loaded.trust_remote_code, truncation=True, max_length=max_length)
 
 
-def max_length(pipe: Pipeline) -> int | None:
+def max_length(pipe: Classifier) -> int | None:
     """Tokens the pipeline reads per text (longer texts are truncated); None when unlimited."""
+    if isinstance(pipe, OnnxClassifier):
+        return pipe.max_length
     length = getattr(pipe, "_preprocess_params", {}).get("max_length")
     if length is None:
         length = getattr(pipe.tokenizer, "model_max_length", None)
     return length if isinstance(length, int) and length < 1_000_000 else None
 
 
-def truncation_note(pipe: Pipeline, first: Prediction) -> str:
+def truncation_note(pipe: Classifier, first: Prediction) -> str:
     """The one note line for the first truncated prediction."""
     where = f" (first at line {first.line})" if first.line is not None else ""
     return f"note: texts longer than {max_length(pipe)} tokens are truncated{where}"
 
 
-def predict(pipe: Pipeline, texts: Iterable[str], batch_size: int = BATCH_SIZE) -> list[Prediction]:
+def predict(pipe: Classifier, texts: Iterable[str], batch_size: int = BATCH_SIZE) -> list[Prediction]:
     """One prediction per text, in order."""
     return _predict_chunk(pipe, [(None, text) for text in texts], batch_size)
 
 
-def predict_stream(pipe: Pipeline, lines: Iterable[str], batch_size: int = BATCH_SIZE,
+def predict_stream(pipe: Classifier, lines: Iterable[str], batch_size: int = BATCH_SIZE,
                    chunk_size: int = CHUNK_LINES) -> Iterator[Prediction]:
     """Predictions for `lines` in input order, read and predicted `chunk_size` lines at a time.
 
@@ -91,7 +116,7 @@ def predict_stream(pipe: Pipeline, lines: Iterable[str], batch_size: int = BATCH
         yield from _predict_chunk(pipe, chunk, batch_size)
 
 
-def _predict_chunk(pipe: Pipeline, numbered: Sequence[tuple[int | None, str]],
+def _predict_chunk(pipe: Classifier, numbered: Sequence[tuple[int | None, str]],
                    batch_size: int) -> list[Prediction]:
     """Longest texts first (batches of similar length pad less), results back in input order."""
     if not numbered:
@@ -108,7 +133,7 @@ def _predict_chunk(pipe: Pipeline, numbered: Sequence[tuple[int | None, str]],
             for (line, text), o, n in zip(numbered, outputs, lengths)]
 
 
-def _token_counts(pipe: Pipeline, texts: list[str]) -> list[int]:
+def _token_counts(pipe: Classifier, texts: list[str]) -> list[int]:
     """Tokens per text before truncation, special tokens included."""
     ids = pipe.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
     return [len(i) for i in ids]

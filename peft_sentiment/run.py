@@ -374,7 +374,14 @@ def evaluate_run(
     source: str | Path,
     data: DataConfig | None = None,
 ) -> EvalResult:
-    """Re-evaluate a run (or model/adapter folder) on its own test subset or on `data`."""
+    """Re-evaluate a run (or model/adapter folder, or ONNX export) on its own test subset or on `data`."""
+    from .config import path_exists
+    from .onnx_backend import evaluate_export, is_export
+
+    if path_exists(str(source), folder=True) and is_export(Path(source)):
+        data, labels, predicted, seconds = evaluate_export(Path(source), data)
+        return EvalResult(metrics=binary_metrics(labels, predicted), eval_seconds=seconds, source=str(source),
+                          data=data, labels=labels, preds=predicted)
     loaded = load_model(source)
     if data is None:
         if loaded.config is None:

@@ -137,3 +137,119 @@ class BenchmarkProgress:
 
     def close(self) -> None:
         self.progress.stop()
+
+
+def format_trial_params(params: dict[str, Any]) -> str:
+    """Trial values as `name=value`, by the last part of each key (learning_rate=0.0003 r=16)."""
+    def short(value: Any) -> str:
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    return " ".join(f"{key.rsplit('.', 1)[-1]}={short(value)}" for key, value in params.items())
+
+
+TRIAL_STYLES = {"complete": "green", "pruned": "yellow", "failed": "red"}
+
+
+def trials_table(title: str | None = None) -> Table:
+    table = Table(title=title, show_header=True, header_style="bold")
+    for name, justify in (("trial", "right"), ("state", "left"), ("validation acc", "right"),
+                          ("seconds", "right"), ("params", "left"), ("note", "left")):
+        table.add_column(name, justify=justify, overflow="fold")
+    return table
+
+
+def add_trial_row(table: Table, record: Any, best: Any | None) -> None:
+    """One trial (a tune.TrialRecord); the best in bold, with a *."""
+    style = TRIAL_STYLES.get(record.state, "")
+    value = "" if record.value is None else f"{record.value:.4f}"
+    seconds = "" if record.seconds is None else f"{record.seconds:.0f}"
+    is_best = best is not None and best.number == record.number
+    table.add_row(str(record.number), f"[{style}]{record.state}[/]" if style else record.state,
+                  f"[bold]{value} *[/]" if is_best else value, seconds, format_trial_params(record.params),
+                  record.note or "", style="bold" if is_best else None)
+
+
+class _TableProgress(Progress):
+    """Progress bars under a table that grows as trials finish."""
+
+    def __init__(self, table: Table, *columns: Any, **kwargs: Any) -> None:
+        self.table = table
+        super().__init__(*columns, **kwargs)
+
+    def get_renderables(self) -> Any:
+        yield self.table
+        yield self.make_tasks_table(self.tasks)
+
+
+class TuneProgress:
+    """A table of finished trials (state, validation accuracy, values; * marks the best), a bar over
+    the study's trials and one over the running trial's steps."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        # A log file gets a line per trial and epoch, and a final table wide enough to read.
+        wide = err_console if err_console.is_terminal else Console(stderr=True, width=160)
+        self.console = console or wide
+        self.records: list[Any] = []
+        self.progress = _TableProgress(
+            trials_table(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.overall = None
+        self.current = None
+
+    def start(self, total: int, done: int, earlier: list[Any]) -> None:
+        self.records = [r for r in earlier if r.state != "waiting"]  # a resumed study's trials so far
+        self._show(None)
+        self.progress.start()
+        self.overall = self.progress.add_task("[bold]trials[/]", total=total, completed=done)
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        self._drop_current()
+        self.current = self.progress.add_task(f"trial {number}: {format_trial_params(params)}", total=None)
+        if not self.console.is_terminal:
+            self.console.print(f"trial {number}: {format_trial_params(params)}", soft_wrap=True,
+                               highlight=False, markup=False)
+
+    def step(self, done: int, total: int) -> None:
+        if self.current is not None:
+            self.progress.update(self.current, completed=done, total=total)
+
+    def evaluated(self, epoch: int, accuracy: float) -> None:
+        if not self.console.is_terminal:
+            self.console.print(f"  epoch {epoch}: validation accuracy {accuracy:.4f}", highlight=False)
+
+    def trial_finished(self, record: Any, best: Any | None) -> None:
+        self._drop_current()
+        self.records.append(record)
+        self._show(best)
+        if not self.console.is_terminal:
+            value = "" if record.value is None else f" {record.value:.4f}"
+            note = f" ({record.note})" if record.note else ""
+            self.console.print(f"trial {record.number}: {record.state}{value}{note}", soft_wrap=True,
+                               highlight=False, markup=False)
+        if self.overall is not None:
+            self.progress.advance(self.overall)
+
+    def _show(self, best: Any | None) -> None:
+        """The table rebuilt, so that only the best trial (as it stands now) is marked."""
+        if best is None:
+            complete = [r for r in self.records if r.state == "complete" and r.value is not None]
+            best = max(complete, key=lambda r: (r.value, -r.number)) if complete else None
+        table = trials_table()
+        for record in self.records:
+            add_trial_row(table, record, best)
+        self.progress.table = table
+
+    def _drop_current(self) -> None:
+        if self.current is not None:
+            self.progress.remove_task(self.current)
+            self.current = None
+
+    def close(self) -> None:
+        self._drop_current()
+        self.progress.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,21 @@ class Runs:
     def __init__(self, request: pytest.FixtureRequest) -> None:
         self._request = request
         self.used: dict[str, Path] = {}
+        self._taken: socket.socket | None = None
 
     def __getitem__(self, kind: str) -> Path:
         if kind not in self.used:
             value = self._request.getfixturevalue(self.FIXTURES[kind])
             self.used[kind] = Path(getattr(value, "path", value))
         return self.used[kind]
+
+    @property
+    def taken_port(self) -> int:
+        """A port on 127.0.0.1 that this test holds open until it ends."""
+        if self._taken is None:
+            self._taken = socket.create_server(("127.0.0.1", 0))
+            self._request.addfinalizer(self._taken.close)
+        return self._taken.getsockname()[1]
 
 
 Case = Callable[[Path, Runs], Built]
@@ -154,6 +164,12 @@ def push(run: Path, staging: Path, *args: Any, repo_id: str = "someone/model") -
     return ["push", run, "--repo-id", repo_id, "--merged", "--dry-run", "--staging-dir", staging, *args]
 
 
+def serve(r: Runs, source: Any, *args: Any) -> list[Any]:
+    """`serve SOURCE` on a port that is taken: a case that wrongly got as far as listening fails (and
+    names the port) instead of serving forever."""
+    return ["serve", source, "--port", r.taken_port, *args]
+
+
 def benchmark(t: Path, *args: Any, method: str = "smoke") -> list[Any]:
     """A benchmark of one method (its own baseline) into a folder under `t`."""
     return ["benchmark", "-o", t / "bench", "--methods", method, "--baseline", Path(method).stem, *args]
@@ -163,6 +179,16 @@ def benchmark_unwritable(t: Path, *args: Any) -> list[Any]:
     """A benchmark whose output cannot be created: a bad spec must be named before the output is
     touched (if it is checked only later, the error names the output instead)."""
     return ["benchmark", "-o", _file(t / "f") / "bench", *args]
+
+
+def export(run: Path, t: Path, *args: Any) -> list[Any]:
+    """`export RUN` into a folder under `t`."""
+    return ["export", run, "-o", t / "out", *args]
+
+
+def tune(t: Path, *args: Any) -> list[Any]:
+    """A search of the smoke recipe's space into a folder under `t`."""
+    return ["tune", "--recipe", "smoke", "-o", t / "study", *args]
 
 
 # ---------------------------------------------------------------- cases
@@ -369,6 +395,99 @@ CASES = [
     case("benchmark-report-not-results", lambda t, r: (
         ["benchmark", "--report", f := _file(t / "results.json", "[1, 2]")], 1,
         [str(f), "not a peft-sentiment benchmark results file"])),
+    # ---- serve: every case fails before the server listens
+    case("serve-port-zero", lambda t, r: (
+        ["serve", r["full"], "--port", "0"], NO_TYPE, ["--port", "0 is not in the range"])),
+    case("serve-port-negative", lambda t, r: (
+        ["serve", r["full"], "--port", "-1"], NO_TYPE, ["--port", "-1 is not in the range"])),
+    case("serve-port-absurd", lambda t, r: (
+        ["serve", r["full"], "--port", "70000"], NO_TYPE, ["--port", "70000 is not in the range"])),
+    case("serve-max-batch-zero", lambda t, r: (
+        serve(r, r["full"], "--max-batch", "0"), NO_TYPE, ["--max-batch", "0 is not in the range"])),
+    case("serve-max-wait-ms-negative", lambda t, r: (
+        serve(r, r["full"], "--max-wait-ms", "-1"), NO_TYPE, ["--max-wait-ms", "-1.0 is not in the range"])),
+    case("serve-max-wait-ms-nan", lambda t, r: (
+        serve(r, r["full"], "--max-wait-ms", "nan"), 1, ["max_wait_ms", "nan"])),
+    case("serve-max-texts-zero", lambda t, r: (
+        serve(r, r["full"], "--max-texts", "0"), NO_TYPE, ["--max-texts", "0 is not in the range"])),
+    case("serve-max-text-bytes-negative", lambda t, r: (
+        serve(r, r["full"], "--max-text-bytes", "-5"), NO_TYPE,
+        ["--max-text-bytes", "-5 is not in the range"])),
+    case("serve-backend-bogus", lambda t, r: (
+        serve(r, r["full"], "--backend", "bogus"), NO_TYPE, ["--backend", "'bogus'"])),
+    case("serve-backend-onnx-on-a-run", lambda t, r: (
+        serve(r, r["full"], "--backend", "onnx"), 1, ["backend onnx", str(r["full"])])),
+    case("serve-folder-not-a-run", lambda t, r: (
+        serve(r, d := _folder(t / "notes", {"notes.txt": "a review"})), 1, [str(d), "neither a run"])),
+    case("serve-unfinished-run", lambda t, r: (
+        serve(r, _folder(t / "run.partial", {"IN_PROGRESS": ""}).with_name("run")), 1,
+        [str(t / "run"), "did not finish"])),
+    case("serve-model-config-not-json", lambda t, r: (
+        serve(r, m := model_copy(t, r, {"config.json": "{not json"})), 1, [str(m), "JSON"])),
+    case("serve-port-taken", lambda t, r: (
+        serve(r, r["full"]), 1, [f"cannot listen on 127.0.0.1:{r.taken_port}", "in use"])),
+    # ---- tune: every case fails before a trial starts
+    case("tune-validation-size-zero", lambda t, r: (
+        tune(t, "--validation-size", "0"), 1, ["data.validation_size 0", "--validation-size"])),
+    case("tune-recipe-without-tune-section", lambda t, r: (
+        ["tune", "--recipe", "seed", "-o", t / "study"], 1, ["no tune: section"])),
+    case("tune-key-unknown", lambda t, r: (
+        tune(t, "--set", "tune={lora.rank: {choices: [4, 8]}}"), 1, ["unknown key 'lora.rank'"])),
+    case("tune-low-not-below-high", lambda t, r: (
+        tune(t, "--set", "tune={trainer.learning_rate: {low: 1.0e-3, high: 1.0e-4}}"), 1,
+        ["tune.trainer.learning_rate", "low must be below high"])),
+    case("tune-range-not-numbers", lambda t, r: (
+        tune(t, "--set", "tune={trainer.learning_rate: {low: small, high: big}}"), 1,
+        ["tune.trainer.learning_rate.low", "'small'"])),
+    case("tune-choice-zero", lambda t, r: (
+        tune(t, "--set", "tune={lora.r: {choices: [0, 8]}}"), 1, ["tune.lora.r", "got 0"])),
+    case("tune-trials-zero", lambda t, r: (
+        tune(t, "--trials", "0"), NO_TYPE, ["--trials", "0 is not in the range"])),
+    case("tune-timeout-negative", lambda t, r: (
+        tune(t, "--timeout", "-1"), NO_TYPE, ["--timeout", "-1.0 is not in the range"])),
+    case("tune-seed-negative", lambda t, r: (
+        tune(t, "--seed", "-1"), 1, ["--seed", "got -1"])),
+    case("tune-lr-fixed-and-tuned", lambda t, r: (
+        tune(t, "--lr", "1e-3"), 1, ["trainer.learning_rate", "drop one"])),
+    case("tune-enqueue-outside-space", lambda t, r: (
+        tune(t, "--enqueue", "trainer.learning_rate=0.5"), 1, ["--enqueue", "outside the search space"])),
+    case("tune-output-is-a-file", lambda t, r: (
+        ["tune", "--recipe", "smoke", "-o", _file(t / "f")], 1, [str(t / "f"), "not a folder"])),
+    case("tune-output-under-a-file", lambda t, r: (
+        ["tune", "--recipe", "smoke", "-o", _file(t / "f") / "study"], 1, [str(t / "f")])),
+    case("tune-output-exists", lambda t, r: (
+        ["tune", "--recipe", "smoke", "-o", d := _folder(t / "study", {"notes.txt": "x"})], 1,
+        [str(d), "already exists", "--resume"])),
+    case("tune-resume-not-a-study", lambda t, r: (
+        ["tune", "--recipe", "smoke", "-o", d := _folder(t / "study", {"notes.txt": "x"}), "--resume"], 1,
+        [str(d), "no study.db", "nothing to resume"])),
+    # ---- export: every case fails before the model is loaded
+    case("export-quantize-bogus", lambda t, r: (
+        export(r["full"], t, "--quantize", "bogus"), NO_TYPE, ["--quantize", "'bogus'"])),
+    case("export-format-bogus", lambda t, r: (
+        export(r["full"], t, "--format", "tflite"), NO_TYPE, ["--format", "'tflite'"])),
+    case("export-output-under-a-file", lambda t, r: (
+        ["export", r["full"], "-o", _file(t / "f") / "out"], 1, [str(t / "f")])),
+    case("export-output-is-a-file", lambda t, r: (
+        ["export", r["full"], "-o", _file(t / "f"), "--overwrite"], 1, [str(t / "f"), "not a folder"])),
+    case("export-output-exists", lambda t, r: (
+        ["export", r["full"], "-o", d := _folder(t / "out", {"notes.txt": "x"})], 1,
+        [str(d), "already exists", "--overwrite"])),
+    case("export-unfinished-run", lambda t, r: (
+        export(_folder(t / "run.partial", {"IN_PROGRESS": ""}).with_name("run"), t), 1,
+        [str(t / "run"), "did not finish"])),
+    case("export-folder-not-a-run", lambda t, r: (
+        export(d := _folder(t / "notes", {"notes.txt": "a review"}), t), 1, [str(d), "not a finished run"])),
+    case("export-run-missing", lambda t, r: (
+        export(t / "no-run", t), 1, [str(t / "no-run"), "not found"])),
+    case("export-check-data-missing", lambda t, r: (
+        export(r["full"], t, "--check-data", t / "no-data"), 1, ["--check-data", str(t / "no-data")])),
+    case("export-check-data-without-test-split", lambda t, r: (
+        export(r["full"], t, "--check-data", d := write_data_folder(t / "d", ROWS, None)), 1,
+        ["--check-data", "no test file", str(d)])),
+    case("export-run-config-a-list", lambda t, r: (
+        export(run := lora_copy(t, r, {"config.yaml": "- lora\n"}), t), 1,
+        [str(run / "config.yaml"), "mapping"])),
 ]
 
 
@@ -398,7 +517,8 @@ def test_every_command_has_many_cases() -> None:
     names = [c.id for c in CASES]
     assert len(names) == len(set(names))
     commands = {name.split("-")[0] for name in names}
-    assert commands == {"train", "evaluate", "predict", "merge", "push", "benchmark"}
+    assert commands == {"train", "evaluate", "predict", "merge", "push", "benchmark", "serve", "tune",
+                        "export"}
     assert all(sum(n.startswith(f"{c}-") for n in names) >= 5 for c in commands)
 
 

@@ -173,7 +173,8 @@ def _hub_model_offline(t: Path):
 
 def _hub_tokenizer_offline(t: Path):
     folder = write_data_folder(t / "data", good_rows(60, 1), good_rows(30, 2))
-    return (["--method", "full", "--model", "no-such-org/no-such-model", "--data", str(folder), *SMALL],
+    return (["--method", "full", "--model", "no-such-org/no-such-model", "--data", str(folder), *SMALL,
+             "--validation-size", "10"],
             1, ["no-such-org/no-such-model", "pass a local folder"])
 
 

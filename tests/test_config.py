@@ -248,7 +248,7 @@ def test_wrong_type_is_named(tmp_path: Path, text: str, fragments: list[str]) ->
         ({"trainer.bf16": True}, "trainer.bf16 is set by peft-sentiment: use train.precision"),
         ({"trainer.hub_token": "hf_x"}, "never put a token in a recipe"),
         ({"trainer.load_best_model_at_end": True}, "use train.keep_best or train.early_stopping_patience"),
-        ({"train.keep_best": True, "data.validation_size": 0}, "choose on validation: pass --validation-size"),
+        ({"train.keep_best": True, "data.validation_size": 0}, "train.keep_best chooses the epoch on validation"),
         ({"train.early_stopping_patience": 0}, "train.early_stopping_patience must be at least 1, got 0"),
         ({"train.keep_best": True, "train.save_steps": 5}, "cannot be combined with keep_best"),
         ({"data.validation_size": -1}, "data.validation_size must not be negative, got -1"),

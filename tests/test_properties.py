@@ -41,6 +41,12 @@ NONE = type(None)
 # ---------------------------------------------------------------- the config tree, from its type hints
 
 
+def config_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields these properties cover: all but RunConfig.tune, the search space of `tune`, which
+    training ignores and saved configs leave out (tests/test_tune.py covers it)."""
+    return [f for f in dataclasses.fields(cls) if not (cls is RunConfig and f.name == "tune")]
+
+
 def _inner(tp: Any) -> tuple[Any, bool]:
     """(the type without None, whether None is allowed)."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
@@ -53,7 +59,7 @@ def leaf_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, Any]
     """Every (dotted key, type) below `cls`, sections left out."""
     hints = typing.get_type_hints(cls)
     leaves: list[tuple[str, Any]] = []
-    for f in dataclasses.fields(cls):
+    for f in config_fields(cls):
         if dataclasses.is_dataclass(hints[f.name]):
             leaves += leaf_fields(hints[f.name], f"{prefix}{f.name}.")
         else:
@@ -65,7 +71,7 @@ def all_keys(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, Any]]:
     """Every (dotted key, type), sections included."""
     hints = typing.get_type_hints(cls)
     keys: list[tuple[str, Any]] = []
-    for f in dataclasses.fields(cls):
+    for f in config_fields(cls):
         keys.append((f"{prefix}{f.name}", hints[f.name]))
         if dataclasses.is_dataclass(hints[f.name]):
             keys += all_keys(hints[f.name], f"{prefix}{f.name}.")
@@ -187,7 +193,7 @@ def section_dicts(cls: type, prefix: str = "") -> st.SearchStrategy:
     """Mappings for `build(cls, ...)`: any subset of the fields, each with a valid value."""
     hints = typing.get_type_hints(cls)
     return st.fixed_dictionaries({}, optional={f.name: valid_values(hints[f.name], prefix + f.name)
-                                               for f in dataclasses.fields(cls)})
+                                               for f in config_fields(cls)})
 
 
 @st.composite
@@ -256,7 +262,8 @@ LONG = 2**63 - 1  # every integer field: what a C long holds
 RANGES: dict[str, Any] = {
     **{f"data.{name}": _positive for name in ("train_size", "test_size", "max_length")},
     **{f"data.{name}": _named
-       for name in ("source", "text_column", "label_column", "train_split", "test_split")},
+       for name in ("source", "text_column", "label_column", "train_split", "test_split", "validation_split")},
+    "data.validation_size": lambda v: v >= 0,
     "data.shuffle_seed": _seed,
     "model.name": _named,
     "model.architecture": lambda v: "model_type" in v,
@@ -271,6 +278,7 @@ RANGES: dict[str, Any] = {
     "train.save_steps": _positive,
     "train.keep_checkpoints": _positive,
     "train.attention_dropout": _unit,
+    "train.early_stopping_patience": _positive,
 }
 
 
@@ -285,8 +293,15 @@ SECTION_RULES: dict[str, Any] = {  # rules across the fields of one section, on 
     "model": lambda m: m["architecture"] is None or not _exists(m["name"]),
     "ia3": lambda s: (s["target_modules"] is None) == (s["feedforward_modules"] is None) and (
         s["target_modules"] is None or set(s["feedforward_modules"]) <= set(s["target_modules"])),
-    "train": lambda t: t["save_steps"] is None or not t["save_every_epoch"],
+    "train": lambda t: t["save_steps"] is None or not (
+        t["save_every_epoch"] or t["keep_best"] or t["early_stopping_patience"] is not None),
 }
+
+
+def _run_rule(cfg: dict[str, Any]) -> bool:
+    """Across sections: choosing an epoch on validation needs validation reviews."""
+    chooses = cfg["train"]["keep_best"] or cfg["train"]["early_stopping_patience"] is not None
+    return not chooses or cfg["data"]["validation_size"] > 0
 REFUSED = object()
 
 
@@ -343,10 +358,17 @@ def expected_override(key: str, value: Any) -> Any:
     section, _, name = key.rpartition(".")
     cls = section_class(section)
     typed = _expected(typing.get_type_hints(cls)[name], value, key)
-    if typed is REFUSED or section not in SECTION_RULES:
+    if typed is REFUSED:
         return typed
-    merged = {**config_to_dict(cls()), name: typed}
-    return typed if SECTION_RULES[section](merged) else REFUSED
+    whole = config_to_dict(RunConfig())
+    if section in SECTION_RULES:
+        merged = {**config_to_dict(cls()), name: typed}
+        if not SECTION_RULES[section](merged):
+            return REFUSED
+        whole[section] = merged
+    elif not section:  # a whole section (or a top-level key) replaced
+        whole[name] = typed
+    return typed if _run_rule(whole) else REFUSED
 
 
 def test_rules_name_real_keys() -> None:

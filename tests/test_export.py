@@ -1,0 +1,338 @@
+"""ONNX export: logits of the export against PyTorch over batch sizes and lengths (dynamic axes), the
+self-describing folder, int8 with its layer search, refusal below the agreement bar, predict and
+evaluate on an export, and the one-line hint when the onnx extra is missing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import (
+    CliRun,
+    assert_one_line_error,
+    copy_run,
+    dot_entries,
+    invoke,
+    make_rows,
+    write_data_folder,
+)
+
+from peft_sentiment import export as export_module
+from peft_sentiment.errors import ConfigError, ModelError
+from peft_sentiment.export import (
+    AGREEMENT_BAR,
+    ExportResult,
+    export_onnx,
+    export_run,
+    fewest,
+    input_names,
+    length_batches,
+    linear_layers,
+    onnx_logits,
+    quantize,
+    torch_logits,
+)
+from peft_sentiment.loading import load_model
+from peft_sentiment.onnx_backend import (
+    CHECK_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    OnnxClassifier,
+    encode,
+    inference_session,
+)
+from peft_sentiment.predict import load_pipeline, max_length, predict
+
+SMOKE_MAX_LENGTH = 64
+LONG_TEXT = " ".join(["the movie was great and the acting brilliant"] * 12)  # past 64 tokens
+# Lengths from one word to past max_length, so batches pad differently.
+TEXTS = ["bad", "The movie was wonderful.", "great great great", LONG_TEXT,
+         "The plot was a waste of time. The acting was boring. I hated every minute of it.",
+         "It runs a little over two hours.", "awful"]
+
+
+def run_path(run: CliRun | Path) -> Path:
+    return Path(getattr(run, "path", run))
+
+
+@pytest.fixture(scope="module")
+def exports(smoke_full: CliRun, lora_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """fp32 exports of the full and the LoRA smoke run, made once through the library."""
+    folder = tmp_path_factory.mktemp("exports")
+    return {kind: (run, export_run(run, folder / kind))
+            for kind, run in (("full", run_path(smoke_full)), ("lora", lora_run))}
+
+
+@pytest.fixture(scope="module")
+def int8_export(lora_run: Path, tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
+    return export_run(lora_run, tmp_path_factory.mktemp("int8") / "out", quantize="int8")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_fp32_logits_match_pytorch(kind: str, exports: dict[str, Any]) -> None:
+    """Any batch size and length (dynamic axes): logits within 1e-4 of the run's model as it loads
+    for predict (a LoRA run: base + adapter, unmerged), the same labels."""
+    run, result = exports[kind]
+    model = load_model(run)
+    session = inference_session(result.output / MODEL_FILE)
+    names = [i.name for i in session.get_inputs()]
+    assert [i.shape for i in session.get_inputs()] == [["batch", "sequence"]] * len(names)
+    seen = set()
+    for size in (1, 2, 3, len(TEXTS)):
+        for start in range(0, len(TEXTS), size):
+            batch = model.tokenizer(TEXTS[start:start + size], truncation=True, max_length=SMOKE_MAX_LENGTH,
+                                    padding=True, return_tensors="pt")
+            seen.add(tuple(batch["input_ids"].shape))
+            expected = model.model.float()(**{n: batch[n] for n in names}).logits.numpy()
+            got = session.run(None, {n: batch[n].numpy() for n in names})[0]
+            np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+            assert (got.argmax(-1) == expected.argmax(-1)).all()
+    assert len({s[0] for s in seen}) >= 4 and len({s[1] for s in seen}) >= 4
+    assert max(s[1] for s in seen) == SMOKE_MAX_LENGTH
+
+
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_export_folder_describes_itself(kind: str, exports: dict[str, Any]) -> None:
+    run, result = exports[kind]
+    out = result.output
+    assert {p.name for p in out.iterdir()} >= {MODEL_FILE, "config.json", "tokenizer.json",
+                                               "tokenizer_config.json", METADATA_FILE, CHECK_FILE}
+    assert not (out / "model.safetensors").exists() and not (out / ".work").exists()
+    assert read_json(out / "config.json")["id2label"] == {"0": "NEGATIVE", "1": "POSITIVE"}
+    assert read_json(out / "tokenizer_config.json")["model_max_length"] == SMOKE_MAX_LENGTH
+    meta = read_json(out / METADATA_FILE)
+    metrics = read_json(run / "metrics.json")
+    assert meta["format"] == "onnx" and meta["quantization"] == "none"
+    assert meta["source_run"] == str(run.resolve()) and meta["method"] == kind
+    assert meta["max_length"] == SMOKE_MAX_LENGTH and meta["data"]["source"] == "builtin:smoke"
+    assert meta["test_metrics"]["accuracy"] == metrics["accuracy"] and meta["test_metrics"]["n_test"] == 100
+    assert meta["merged"] == (kind == "lora") and "tiny-distilbert" in meta["base_model"]
+    check = read_json(out / CHECK_FILE)
+    assert check["passed"] is True and check["forced"] is False
+    assert check["agreement"] == 1.0 and check["agreement_bar"] == AGREEMENT_BAR
+    assert 0 <= check["max_abs_logit_diff"] < 1e-4 and check["logit_tolerance"] == 1e-3
+    assert check["n_texts"] == 100 and check["texts"] == "the test subset of builtin:smoke"
+    assert check["max_length"] == SMOKE_MAX_LENGTH and "int8" not in check
+    assert ("merge" in check) == (kind == "lora")
+    assert (result.agreement, result.n_texts, result.passed) == (1.0, 100, True)
+
+
+def test_int8_records_agreement_and_layers(int8_export: ExportResult) -> None:
+    import onnx
+
+    check = read_json(int8_export.output / CHECK_FILE)
+    assert read_json(int8_export.output / METADATA_FILE)["quantization"] == "int8"
+    assert check["passed"] is True and check["agreement"] >= AGREEMENT_BAR
+    assert check["logit_tolerance"] is None  # int8 is held to the agreement bar only
+    int8 = check["int8"]
+    assert int8["per_channel"] is True and int8["reduce_range"] is True
+    assert "training subset" in int8["chosen_on"]
+    layers = int8["int8_layers"] + int8["fp32_layers"]
+    assert len(layers) == 12 and len(set(layers)) == 12  # 2 blocks x (q, k, v, out, lin1, lin2)
+    assert all(name.startswith("distilbert.transformer.layer.") for name in layers)
+    assert set(int8["unquantized_layers"]) == {"pre_classifier", "classifier"}  # Gemm: no integer kernel
+    graph = onnx.load(str(int8_export.output / MODEL_FILE))
+    assert sum(n.op_type == "MatMulInteger" for n in graph.graph.node) == len(int8["int8_layers"]) > 0
+    assert int8_export.int8_layers == tuple(int8["int8_layers"])
+
+
+def test_fewest_doubles_then_bisects() -> None:
+    for needed in range(1, 40):
+        calls: list[int] = []
+
+        def reaches(count: int, needed: int = needed, calls: list[int] = calls) -> bool:
+            calls.append(count)
+            return count >= needed
+
+        assert fewest(39, reaches) == needed
+        assert len(calls) <= 2 * needed.bit_length() + 1
+    assert fewest(5, lambda count: False) == 5  # none below n: all of them, n itself untried
+
+
+def fragile_run(smoke_full: CliRun, dest: Path) -> Path:
+    """A copy of the full smoke run whose decision boundary is moved to where int8 flips most labels
+    of the training texts the export chooses its layers on.
+
+    The smoke model's logit margins sit in two tight clusters near -6 and +6, far out of reach of
+    int8's errors (a few thousandths). Shifting the classifier's bias shifts the fp32 and the int8
+    margins alike (the head stays fp32), so the test computes both margins as the export will (same
+    texts, batches, graph and quantization) and puts the boundary where most of them straddle it.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from peft_sentiment.data import load_splits
+    from peft_sentiment.rundir import load_run_config
+
+    run = copy_run(smoke_full.path, dest)
+    cfg = load_run_config(run)
+    model = AutoModelForSequenceClassification.from_pretrained(run / "model").eval()
+    tokenizer = AutoTokenizer.from_pretrained(run / "model")
+    names = input_names(model, tokenizer)
+    texts = list(load_splits(cfg.data).train["text"][:export_module.N_SELECTION])
+    batches = length_batches(tokenizer, texts, SMOKE_MAX_LENGTH, names)
+    export_onnx(model, encode(tokenizer, texts[:2], SMOKE_MAX_LENGTH, names), dest.parent / "fp32.onnx")
+    layers, _ = linear_layers(dest.parent / "fp32.onnx")
+    quantize(dest.parent / "fp32.onnx", dest.parent / "int8.onnx", list(layers.values()))
+    fp32, int8 = (np.diff(logits, axis=-1)[:, 0] for logits in (
+        torch_logits(model, batches), onnx_logits(dest.parent / "int8.onnx", batches)))
+    # Margins (fp32, int8) straddling a boundary at least 1e-5 inside (fp32 rounding of the saved
+    # bias is ~5e-7), at midpoints between the margins.
+    low, high = np.minimum(fp32, int8) + 1e-5, np.maximum(fp32, int8) - 1e-5
+    ends = np.sort(np.concatenate([fp32, int8]))
+    boundary = max((ends[1:] + ends[:-1]) / 2, key=lambda b: int(((low < b) & (b < high)).sum()))
+    flipped = int(((low < boundary) & (boundary < high)).sum())
+    assert flipped / len(texts) > 1 - AGREEMENT_BAR, f"int8 flips only {flipped} of {len(texts)}"
+    with torch.no_grad():
+        model.classifier.bias[1] -= float(boundary)
+    model.save_pretrained(run / "model")
+    return run
+
+
+def test_int8_keeps_the_most_harmful_layers_fp32(smoke_full: CliRun, tmp_path: Path) -> None:
+    """When int8 everywhere flips labels on the training texts, the layers that move the logits most
+    stay fp32, just enough of them to reach the bar there; the test texts then verify."""
+    run = fragile_run(smoke_full, tmp_path / "run")
+    result = export_run(run, tmp_path / "out", quantize="int8", force=True)
+    check = read_json(tmp_path / "out" / CHECK_FILE)
+    int8 = check["int8"]
+    assert int8["all_int8_selection_agreement"] < AGREEMENT_BAR
+    assert int8["selection_agreement"] >= AGREEMENT_BAR
+    kept, errors = int8["fp32_layers"], int8["layer_errors"]
+    assert set(errors) == set(kept) | set(int8["int8_layers"]) and len(errors) == 12
+    assert len(kept) > 0 and kept == sorted(errors, key=lambda name: -errors[name])[:len(kept)]
+    assert result.fp32_layers == tuple(kept) and result.selection_agreement == int8["selection_agreement"]
+    assert check["agreement"] == result.agreement  # verified on the test texts, whatever it found
+
+
+# ---------------------------------------------------------------- refusal
+
+
+def test_refused_below_the_bar_leaves_nothing(smoke_full: CliRun, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(export_module, "AGREEMENT_BAR", 1.01)  # no export can agree on 101%
+    out = tmp_path / "out"
+    line = assert_one_line_error(invoke(["export", smoke_full.path, "-o", out]), 1,
+                                 str(smoke_full.path), "100.0% of 100 texts", "bar 101.0%", "--force")
+    assert "nothing was saved" in line
+    assert list(tmp_path.iterdir()) == [] and dot_entries(smoke_full.path.parent) == []
+    with pytest.raises(ModelError, match="nothing was saved"):
+        export_run(smoke_full.path, out)
+    assert not out.exists()
+
+    result = invoke(["export", smoke_full.path, "-o", out, "--force"])
+    assert result.exit_code == 0, result.output
+    assert "kept with --force" in result.stderr
+    check = read_json(out / CHECK_FILE)
+    assert check["passed"] is False and check["forced"] is True and check["agreement_bar"] == 1.01
+
+
+def test_existing_output_needs_overwrite(exports: dict[str, Any]) -> None:
+    run, result = exports["full"]
+    before = (result.output / CHECK_FILE).read_text()
+    assert_one_line_error(invoke(["export", run, "-o", result.output]), 1, str(result.output), "--overwrite")
+    assert (result.output / CHECK_FILE).read_text() == before
+
+
+def test_cli_export_with_check_data(lora_run: Path, tmp_path: Path) -> None:
+    result = invoke(["export", lora_run, "-o", tmp_path / "out", "--check-data", tmp_path / "nowhere"])
+    assert_one_line_error(result, 1, "--check-data", str(tmp_path / "nowhere"))
+    data = write_data_folder(tmp_path / "data", make_rows(40, seed=1), make_rows(120, seed=2))
+    result = invoke(["export", lora_run, "-o", tmp_path / "out", "--check-data", data])
+    assert result.exit_code == 0, result.output
+    assert "label agreement" in result.stdout and "merge check" in result.stdout
+    check = read_json(tmp_path / "out" / CHECK_FILE)
+    assert check["texts"] == f"the test subset of {data}" and check["n_texts"] == 100
+    assert read_json(tmp_path / "out" / METADATA_FILE)["data"]["source"] == "builtin:smoke"  # the run's own
+
+
+# ---------------------------------------------------------------- predict and evaluate on an export
+
+
+def json_rows(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def assert_same_predictions(onnx_out: str, torch_out: str) -> None:
+    got, expected = json_rows(onnx_out), json_rows(torch_out)
+    assert len(got) == len(expected) > 0
+    for g, e in zip(got, expected):
+        assert {k: v for k, v in g.items() if k != "score"} == {k: v for k, v in e.items() if k != "score"}
+        assert g["score"] == pytest.approx(e["score"], abs=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_predict_onnx_equals_torch(kind: str, exports: dict[str, Any], tmp_path: Path) -> None:
+    """--json with TEXT arguments, --file (blank lines, chunks) and standard input: the same rows,
+    scores within 1e-4 of the fp32 torch pipeline; the export implies --backend onnx."""
+    run, result = exports[kind]
+    file = tmp_path / "in.txt"
+    file.write_text("\n".join([*TEXTS[:3], "", *TEXTS[3:], "   "]) + "\n")
+    for inputs in ([*TEXTS], ["--file", file, "--chunk-size", "3", "--batch-size", "2"]):
+        expected = invoke(["predict", run, "--backend", "torch", "--precision", "fp32", "--json", *inputs])
+        for backend in (["--backend", "onnx"], []):
+            got = invoke(["predict", result.output, *backend, "--json", *inputs])
+            assert got.exit_code == 0 and expected.exit_code == 0, got.output + expected.output
+            assert_same_predictions(got.stdout, expected.stdout)
+            assert got.stderr == expected.stderr  # the same truncation note
+    stdin = file.read_text()
+    got = invoke(["predict", result.output, "--backend", "onnx", "--json"], input=stdin)
+    expected = invoke(["predict", run, "--backend", "torch", "--precision", "fp32", "--json"], input=stdin)
+    assert_same_predictions(got.stdout, expected.stdout)
+    assert [r["line"] for r in json_rows(got.stdout)] == [1, 2, 3, 5, 6, 7, 8]
+    assert "note: texts longer than 64 tokens are truncated (first at line 5)" in got.stderr
+    plain = invoke(["predict", result.output, "--file", file]).stdout.splitlines()
+    assert [line.split("\t")[2] for line in plain] == [r["text"] for r in json_rows(got.stdout)]
+
+
+def test_load_pipeline_onnx(exports: dict[str, Any]) -> None:
+    run, result = exports["full"]
+    pipe = load_pipeline(result.output)
+    assert isinstance(pipe, OnnxClassifier) and max_length(pipe) == SMOKE_MAX_LENGTH
+    assert isinstance(load_pipeline(result.output, backend="onnx"), OnnxClassifier)
+    reference = load_pipeline(run, precision="fp32")
+    got, expected = predict(pipe, TEXTS, batch_size=3), predict(reference, TEXTS)
+    assert [(p.label, p.truncated) for p in got] == [(p.label, p.truncated) for p in expected]
+    assert [p.score for p in got] == pytest.approx([p.score for p in expected], abs=1e-4)
+    with pytest.raises(ConfigError, match="runs with backend onnx"):
+        load_pipeline(result.output, backend="torch")
+    with pytest.raises(ConfigError, match="peft-sentiment export"):
+        load_pipeline(run, backend="onnx")
+    with pytest.raises(ConfigError, match="precision bf16 applies to the torch backend"):
+        load_pipeline(result.output, precision="bf16")
+
+
+def test_evaluate_an_export(exports: dict[str, Any]) -> None:
+    run, result = exports["full"]
+    got = invoke(["evaluate", result.output, "--json"])
+    expected = invoke(["evaluate", run, "--json"])
+    assert got.exit_code == 0, got.output
+    g, e = json.loads(got.stdout), json.loads(expected.stdout)
+    assert (g["accuracy"], g["f1"], g["n"], g["data"]) == (e["accuracy"], e["f1"], e["n"], e["data"])
+    smaller = json.loads(invoke(["evaluate", result.output, "--test-size", "20", "--json"]).stdout)
+    assert smaller["n"] == 20 and smaller["data"]["max_length"] == SMOKE_MAX_LENGTH
+
+
+# ---------------------------------------------------------------- without the onnx extra
+
+
+@pytest.mark.parametrize("module", ["onnx", "onnxscript", "onnxruntime"])
+def test_missing_extra_is_one_line(module: str, exports: dict[str, Any], tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    run, result = exports["full"]
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    assert_one_line_error(invoke(["export", run, "-o", tmp_path / "out"]), 1,
+                          f"export needs {module}: pip install 'peft-sentiment[onnx]'")
+    assert list(tmp_path.iterdir()) == []
+    if module == "onnxruntime":
+        assert_one_line_error(invoke(["predict", result.output, "good"]), 1,
+                              "the onnx backend needs onnxruntime: pip install 'peft-sentiment[onnx]'")
