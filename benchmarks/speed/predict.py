@@ -1,226 +1,105 @@
-"""Prediction speed and agreement: `pipeline("text-classification")` with its defaults against
-peft-sentiment's torch pipeline, its ONNX exports (fp32 and int8) and `serve`, on the same model and
-the same real reviews.
+"""Prediction speed: peft-sentiment's pipeline and `peft-sentiment predict` against
+`pipeline("text-classification")` with its defaults, on the same merged model and real reviews.
 
-    python benchmarks/speed/predict.py --run RUN --data DIR --out DIR [--n 2000] [--work DIR]
-
-RUN is a finished adapter run (e.g. LoRA on the MiniLM stand-in). The script merges it and exports it
-(fp32 and int8) with the project's own commands into --work, unless they are there already. The test
-reviews are the first N of `shuffle(seed=42)` of DIR/test.parquet; every contender reads them
-truncated at the run's max length, which is also what the default pipeline does (the merged model's
-tokenizer records it as model_max_length, and the pipeline is called with truncation=True).
-
-Batch size and threads of the ONNX contenders are chosen by speed on 256 reviews of the train split
-that neither training (the first 3000 of shuffle(seed=42)) nor validation (the next 500) used, never
-on the test reviews. Each in-process contender runs after a warm-up on 16 reviews. `serve` runs as
-its own process: 8 client threads send one review per request, and each request's latency is timed.
+The reviews are the first N of `shuffle(seed=42)` of the test split. The default pipeline is called
+with truncation=True (reviews run past the model's 512 positions) and nothing else: batch size 1,
+the weights as saved (fp32). Each contender runs in this process after a warm-up on 16 reviews,
+except the command, which is timed as a whole process (start-up and model loading included).
 Writes results.json and results.md to --out and prints the table.
+
+    python benchmarks/speed/predict.py --model MERGED_DIR --data DIR --out DIR [--n 2000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shlex
-import socket
-import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 import transformers
 from datasets import load_dataset
 from transformers import pipeline
 
-from peft_sentiment.onnx_backend import OnnxClassifier
 from peft_sentiment.perf import device_name
-from peft_sentiment.predict import load_pipeline, predict
-from peft_sentiment.run import versions
-
-SELECTION = (3500, 3756)  # rows of shuffle(seed=42) of the train split after training and validation
-BATCHES = (1, 8, 16, 32, 64)
-CLIENTS = 8
+from peft_sentiment.predict import BATCH_SIZE, load_pipeline, predict
+from peft_sentiment.probe import choose_precision
 
 
-def reviews(data: str, split: str, rows: tuple[int, int]) -> tuple[list[str], list[int]]:
-    ds = load_dataset("parquet", data_files={split: str(Path(data) / f"{split}.parquet")})[split]
-    part = ds.shuffle(seed=42).select(range(*rows))
-    return list(part["text"]), list(part["label"])
+def shuffled_test_reviews(data: str, n: int) -> list[str]:
+    """The first `n` reviews of shuffle(seed=42) of DATA/test.parquet."""
+    test = load_dataset("parquet", data_files={"test": str(Path(data) / "test.parquet")})["test"]
+    return list(test.shuffle(seed=42).select(range(n))["text"])
 
 
-def cli(*args: str) -> list[str]:
-    cmd = [sys.executable, "-m", "peft_sentiment", *args]
-    subprocess.run(cmd, check=True)
-    return cmd
-
-
-def timed(fn: Callable[[list[str]], list[str]], texts: list[str]) -> tuple[list[str], float]:
+def timed(fn, texts: list[str]) -> tuple[list[str], float]:
     fn(texts[:16])  # warm-up
     start = time.perf_counter()
     labels = fn(texts)
     return labels, time.perf_counter() - start
 
 
-def onnx_labels(folder: Path, threads: int, batch: int) -> Callable[[list[str]], list[str]]:
-    model = OnnxClassifier(folder, threads=threads)
-    return lambda texts: [p.label for p in predict(model, texts, batch)]
-
-
-def choose(folder: Path, texts: list[str]) -> dict[str, Any]:
-    """The fastest (threads, batch size) on the selection reviews."""
-    trials = []
-    for threads in (1, 2):
-        for batch in BATCHES:
-            _, seconds = timed(onnx_labels(folder, threads, batch), texts)
-            trials.append({"threads": threads, "batch_size": batch, "reviews_per_second": len(texts) / seconds})
-    best = max(trials, key=lambda t: t["reviews_per_second"])
-    return {"threads": best["threads"], "batch_size": best["batch_size"], "trials": trials}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve_run(export: Path, texts: list[str]) -> dict[str, Any]:
-    """`peft-sentiment serve` under CLIENTS concurrent clients, one review per request."""
-    import httpx
-
-    port = free_port()
-    cmd = [sys.executable, "-m", "peft_sentiment", "serve", str(export), "--port", str(port)]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            raise SystemExit("serve did not answer /health within 180 s")
-        labels: list[str | None] = [None] * len(texts)
-        latencies: list[float] = []
-        lock = threading.Lock()
-
-        def client(indices: range) -> None:
-            with httpx.Client(timeout=120) as http:
-                for i in indices:
-                    start = time.perf_counter()
-                    answer = http.post(f"{url}/predict", json={"texts": [texts[i]]})
-                    answer.raise_for_status()
-                    with lock:
-                        latencies.append(time.perf_counter() - start)
-                    labels[i] = answer.json()["predictions"][0]["label"]
-
-        with httpx.Client() as http:  # warm-up
-            http.post(f"{url}/predict", json={"texts": texts[:16]}).raise_for_status()
-        threads = [threading.Thread(target=client, args=(range(k, len(texts), CLIENTS),)) for k in range(CLIENTS)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        seconds = time.perf_counter() - start
-        stats = httpx.get(f"{url}/info").json().get("stats")
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-    cuts = statistics.quantiles(latencies, n=100)
-    return {"command": cmd, "seconds": seconds, "labels": labels, "p50_ms": 1000 * cuts[49],
-            "p95_ms": 1000 * cuts[94], "server_stats": stats}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, type=Path, help="a finished adapter run")
-    parser.add_argument("--data", required=True, help="folder with train.parquet and test.parquet")
+    parser.add_argument("--model", required=True, help="a merged model folder")
+    parser.add_argument("--data", required=True, help="folder with test.parquet")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--work", type=Path, default=Path("predict-work"), help="merged model and exports")
     parser.add_argument("--n", type=int, default=2000)
     args = parser.parse_args()
-    merged, fp32, int8 = args.work / "merged", args.work / "onnx-fp32", args.work / "onnx-int8"
-    commands = []
-    if not merged.is_dir():
-        commands.append(cli("merge", str(args.run), "-o", str(merged)))
-    if not fp32.is_dir():
-        commands.append(cli("export", str(args.run), "--format", "onnx", "-o", str(fp32)))
-    if not int8.is_dir():
-        commands.append(cli("export", str(args.run), "--format", "onnx", "--quantize", "int8", "-o", str(int8)))
-    texts, gold = reviews(args.data, "test", (0, args.n))
-    selection, _ = reviews(args.data, "train", SELECTION)
-    chosen = {name: choose(folder, selection) for name, folder in (("onnx fp32", fp32), ("onnx int8", int8))}
+    texts = shuffled_test_reviews(args.data, args.n)
 
-    rows: list[dict[str, Any]] = []
-    default = pipeline("text-classification", model=str(merged))
-    base, seconds = timed(lambda t: [o["label"] for o in default(t, truncation=True)], texts)
-    rows.append({"contender": 'pipeline("text-classification"), defaults (batch 1, fp32)', "seconds": seconds,
-                 "labels": base})
+    default = pipeline("text-classification", model=args.model)
+    rows = []
+    base_labels, seconds = timed(lambda t: [o["label"] for o in default(t, truncation=True)], texts)
+    rows.append({"contender": 'pipeline("text-classification"), defaults', "seconds": seconds})
     for precision in ("fp32", "auto"):
-        pipe = load_pipeline(merged, precision=precision)
+        pipe = load_pipeline(args.model, precision=precision)
         labels, seconds = timed(lambda t: [p.label for p in predict(pipe, t)], texts)
-        rows.append({"contender": f"predict, torch, precision {precision}, batch 64 length-sorted",
-                     "seconds": seconds, "labels": labels})
-    for name, folder in (("onnx fp32", fp32), ("onnx int8", int8)):
-        pick = chosen[name]
-        labels, seconds = timed(onnx_labels(folder, pick["threads"], pick["batch_size"]), texts)
-        rows.append({"contender": f"predict, {name}, batch {pick['batch_size']} length-sorted, "
-                                  f"{pick['threads']} thread(s)", "seconds": seconds, "labels": labels})
-    served = serve_run(int8, texts)
-    rows.append({"contender": f"serve, onnx int8, {CLIENTS} concurrent clients, 1 review per request",
-                 "seconds": served["seconds"], "labels": served["labels"],
-                 "p50_ms": served["p50_ms"], "p95_ms": served["p95_ms"]})
-
-    torch_fp32 = rows[1]["labels"]
+        rows.append({"contender": f"peft_sentiment.predict, precision {precision} "
+                                  f"({choose_precision(precision)}), batch {BATCH_SIZE}, length-sorted",
+                     "seconds": seconds, "agreement": _agree(base_labels, labels)})
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "reviews.txt").write_text("".join(t.replace("\n", " ").replace("\r", " ") + "\n" for t in texts))
+        cmd = [sys.executable, "-m", "peft_sentiment", "predict", args.model, "--file", f"{tmp}/reviews.txt",
+               "--output", f"{tmp}/out.txt"]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        seconds = time.perf_counter() - start
+        # One line per review; a review may hold other line separators (U+2028, ...), so split on \n only.
+        lines = (Path(tmp) / "out.txt").read_text().rstrip("\n").split("\n")
+        labels = [line.split("\t")[0] for line in lines]
+    rows.append({"contender": "peft-sentiment predict --file (whole process)", "seconds": seconds,
+                 "agreement": _agree(base_labels, labels)})
+    base = rows[0]["seconds"]
     for row in rows:
-        labels = row.pop("labels")
         row["reviews_per_second"] = args.n / row["seconds"]
-        row["speedup"] = rows[0]["seconds"] / row["seconds"]
-        row["agreement_with_torch_fp32"] = _agree(torch_fp32, labels)
-        row["agreement_with_default_pipeline"] = _agree(base, labels)
-        row["accuracy"] = sum(label == ("POSITIVE" if g == 1 else "NEGATIVE") for label, g in zip(labels, gold)) / args.n
-    checks = {name: json.loads((folder / "export_check.json").read_text()) for name, folder in
-              (("onnx fp32", fp32), ("onnx int8", int8))}
-    results = {
-        "command": shlex.join(["python", "benchmarks/speed/predict.py", *sys.argv[1:]]),
-        "setup_commands": [shlex.join(c) for c in commands],
-        "serve_command": shlex.join(served["command"]),
-        "environment": {"device": device_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                        "transformers": transformers.__version__, "python": platform.python_version(),
-                        "versions": versions()},
-        "model": str(args.run), "n": args.n, "choices": chosen, "export_checks": checks,
-        "server_stats": served["server_stats"], "rows": rows,
-    }
+        row["speedup"] = base / row["seconds"]
+    results = {"args": {k: str(v) for k, v in vars(args).items()},
+               "command": shlex.join(["python", "benchmarks/speed/predict.py", *sys.argv[1:]]),
+               "environment": {"device": device_name(), "torch": torch.__version__,
+                               "transformers": transformers.__version__, "python": platform.python_version()},
+               "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["| contender | reviews/s | speed-up | labels agreeing with torch fp32 | with the default pipeline "
-             "| accuracy | latency p50 / p95 |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| contender | reviews/s | speed-up | labels agreeing with the default pipeline |",
+             "| --- | --- | --- | --- |"]
     for r in rows:
-        latency = f"{r['p50_ms']:.0f} / {r['p95_ms']:.0f} ms" if "p50_ms" in r else "-"
-        lines.append(f"| {r['contender']} | {r['reviews_per_second']:.2f} | {r['speedup']:.2f}x | "
-                     f"{100 * r['agreement_with_torch_fp32']:.2f}% | {100 * r['agreement_with_default_pipeline']:.2f}% "
-                     f"| {r['accuracy']:.4f} | {latency} |")
-    int8_check = checks["onnx int8"]
-    lines += ["", f"Model: {args.run} (merged into {merged}). Reviews: the first {args.n} of shuffle(seed=42) of "
-              f"{args.data}/test.parquet, truncated at the run's max length.",
-              f"Chosen on 256 train-split reviews (rows {SELECTION[0]}-{SELECTION[1] - 1} of shuffle(seed=42)): "
-              + "; ".join(f"{k}: batch {v['batch_size']}, {v['threads']} thread(s)" for k, v in chosen.items()) + ".",
-              f"int8 export check: {json.dumps({k: int8_check[k] for k in int8_check if not isinstance(int8_check[k], (list, dict))})}",
-              f"Device: {results['environment']['device']}; torch {torch.__version__}, transformers "
-              f"{transformers.__version__}.", f"Command: `{results['command']}`"]
+        agree = f"{100 * r['agreement']:.2f}%" if "agreement" in r else "-"
+        lines.append(f"| {r['contender']} | {r['reviews_per_second']:.2f} | {r['speedup']:.2f}x | {agree} |")
+    lines += ["", f"Model: {args.model}. Reviews: the first {args.n} of shuffle(seed=42) of "
+              f"{args.data}/test.parquet.", f"Device: {results['environment']['device']}; torch "
+              f"{torch.__version__}, transformers {transformers.__version__}.", f"Command: `{results['command']}`"]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
-def _agree(a: list[str], b: list[Any]) -> float:
+def _agree(a: list[str], b: list[str]) -> float:
     if len(a) != len(b):
         raise SystemExit(f"{len(b)} predictions for {len(a)} reviews")
     return sum(x == y for x, y in zip(a, b)) / len(a)
