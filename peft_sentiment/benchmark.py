@@ -355,7 +355,7 @@ def _run_child(cmd: list[str], log: Path, events_file: Path, reporter: Reporter,
                 proc.send_signal(signal.SIGTERM)
             proc.wait()
             raise
-        last = _last_line(log, printed_from) if code != 0 else None
+        last = events.last_log_line(log, printed_from) if code != 0 else None
         out.write(f"[exit {code}]\n".encode())
     done: dict[str, Any] = {"exit_code": code, "seconds": round(time.perf_counter() - begin, 1)}
     if last is not None:
@@ -371,14 +371,6 @@ def _report_progress(found: list[dict[str, Any]], reporter: Reporter) -> None:
             reporter.step(step, total)
 
 
-def _last_line(log: Path, start: int, limit: int = 300) -> str | None:
-    """The last non-empty line `log` holds after byte `start` (a child's last words), cut to `limit`."""
-    with log.open("rb") as f:
-        f.seek(max(start, f.seek(0, os.SEEK_END) - 64 * 1024))
-        lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
-    if not lines:
-        return None
-    return lines[-1] if len(lines[-1]) <= limit else lines[-1][: limit - 3] + "..."
 
 
 def _failure(child: events.ChildProcess) -> str:

@@ -225,3 +225,14 @@ def _callback_class() -> type:
 
 def _position(state: Any) -> dict[str, Any]:
     return {"step": state.global_step, "total": state.max_steps, "epoch": round(state.epoch or 0.0, 4)}
+
+
+def last_log_line(log: Path, start: int, limit: int = 300) -> str | None:
+    """The last non-empty line a child's log holds after byte `start` (its last words when it died
+    without an error event), cut to `limit` characters."""
+    with log.open("rb") as f:
+        f.seek(max(start, f.seek(0, os.SEEK_END) - 64 * 1024))
+        lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+    if not lines:
+        return None
+    return lines[-1] if len(lines[-1]) <= limit else lines[-1][: limit - 3] + "..."

@@ -527,7 +527,7 @@ class _Child:
         done: dict[str, Any] = {"exit_code": code, "seconds": round(time.perf_counter() - self.begin, 1)}
         if pruned:
             done["pruned"] = True
-        elif code != 0 and (last := _last_line(self.log, self.printed_from)) is not None:
+        elif code != 0 and (last := events.last_log_line(self.log, self.printed_from)) is not None:
             done["output"] = last
         with self.log.open("ab") as out:
             out.write(f"[exit {code}{' (pruned)' if pruned else ''}]\n".encode())
@@ -549,13 +549,6 @@ class _Child:
         return f"{how}: {child.error or done.get('output') or 'no output'}"
 
 
-def _last_line(log: Path, start: int, limit: int = 300) -> str | None:
-    with log.open("rb") as f:
-        f.seek(max(start, f.seek(0, os.SEEK_END) - 64 * 1024))
-        lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
-    if not lines:
-        return None
-    return lines[-1] if len(lines[-1]) <= limit else lines[-1][: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------- reading the study back
