@@ -280,13 +280,11 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def copy_run(run: Path, dest: Path, **config_changes: Any) -> Path:
     """A copy of `run` whose config.yaml has `section__key=value` changes applied."""
+    from peft_sentiment.config import set_dotted
+
     shutil.copytree(run, dest, ignore=shutil.ignore_patterns("merged", "push-dry-run-*"))
     cfg = yaml.safe_load((dest / "config.yaml").read_text())
     for key, value in config_changes.items():
-        section, _, field = key.partition("__")
-        if field:
-            cfg[section][field] = value
-        else:
-            cfg[section] = value
+        set_dotted(cfg, key.replace("__", "."), value)
     (dest / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return dest

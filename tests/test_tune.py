@@ -28,7 +28,7 @@ import yaml
 from conftest import REPO, assert_one_line_error, dot_entries, invoke
 
 from peft_sentiment import events
-from peft_sentiment.config import RunConfig, build, config_to_dict, load_config
+from peft_sentiment.config import RunConfig, build, config_to_dict, load_config, set_dotted
 from peft_sentiment.rundir import load_run_config
 
 optuna = pytest.importorskip("optuna")
@@ -49,11 +49,7 @@ def tune_recipe(folder: Path, **changes: Any) -> Path:
     data["tune"] = {"trainer.learning_rate": {"low": 1.0e-7, "high": 1.0e-2, "log": True},
                     "trainer.num_train_epochs": {"choices": [2, 3]}}
     for key, value in changes.items():
-        section, _, name = key.partition(".")
-        if name:
-            data[section][name] = value
-        else:
-            data[section] = value
+        set_dotted(data, key, value)
     path = folder / "tune-smoke.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
