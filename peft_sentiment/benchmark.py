@@ -10,6 +10,7 @@ A benchmark folder holds:
                             exit code (the schema is in events.py)
   results.json              every run's raw figures, per-review predictions and the environment
   results.md, plot.png      the report (re-rendered from results.json by `benchmark --report`)
+  confusion-<method>.png    with it, each method's confusion matrix, summed over its seeds
 
 Each training run and each evaluation is its own `python -m peft_sentiment ...` process: its peak
 memory is its own, a crash is recorded and the next run goes on, and the command is replayable.
@@ -471,7 +472,9 @@ def _run_figures(output: Path, run: PlannedRun, spec: BenchmarkSpec,
         if not path.is_file():
             return {**figures, "status": "missing", "error": f"no evaluation on {n} test reviews"}
         ev = json.loads(path.read_text())
-        labels = ev.pop("labels")
+        labels = ev.pop("labels")  # per review: written over the class names (labels) of the metrics
+        if ev.get("per_class"):  # the names again, under the key `evaluate --json` gives them
+            ev["labels"] = [c["label"] for c in ev["per_class"]]
         known = test_sets.setdefault(str(n), labels)
         if known != labels:
             raise RunError(f"{path}: its test labels differ from the other runs' on {n} reviews; "

@@ -1,4 +1,4 @@
-"""Model cards for published runs: Hub metadata (YAML front matter) and a readable account of the run."""
+"""Model cards for published runs and ONNX exports: Hub metadata (YAML front matter) and a readable account."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .config import LORA_METHODS, METHOD_NAMES, RunConfig, expand_path, path_exists
-from .data import ID2LABEL, LABEL2ID
 from .errors import ConfigError
+from .labels import LabelSet, labels_of_folder
 from .merge import MergeResult
-from .rundir import ADAPTER_DIR, load_metrics, load_run_config
+from .onnx_backend import CHECK_FILE, METADATA_FILE, MODEL_FILE
+from .rundir import ADAPTER_DIR, MODEL_DIR, load_metrics, load_run_config
 
-Kind = Literal["merged", "adapter"]
+Kind = Literal["merged", "adapter", "onnx"]
 
 IMDB_ID = "stanfordnlp/imdb"
 # Short legacy ids still redirect on the Hub, but metadata and adapter configs should name the
@@ -58,46 +59,55 @@ def build_card(
     """README.md for the pushed folder; `base_model_id` is None when the base is no Hub model."""
     cfg = load_run_config(run_dir)
     metrics = load_metrics(run_dir)
+    labels = run_classes(run_dir, metrics)
     bench_rows = benchmark_rows(benchmark, cfg.method) if benchmark is not None else []
-    data = _card_data(cfg, metrics, kind, repo_id, base_model_id, license)
+    data = _card_data(cfg, metrics, kind, repo_id, base_model_id, license, labels)
     parts = [
         f"---\n{data.to_yaml()}\n---\n",
         f"# {repo_id.split('/')[-1]}\n",
-        _summary(cfg, metrics, kind, base_model_id),
-        _results(cfg, metrics),
+        _summary(cfg, metrics, kind, base_model_id, labels),
+        _results(cfg, metrics, labels),
         _benchmark(bench_rows, benchmark, cfg.method) if bench_rows else "",
         _training(cfg, metrics, run_dir, merge),
-        _usage(cfg, kind, repo_id, base_model_id),
+        _usage(cfg, kind, repo_id, base_model_id, labels),
         _limitations(cfg, metrics, base_model_id),
     ]
     return "\n".join(p for p in parts if p)
 
 
+def run_classes(run_dir: Path, metrics: dict[str, Any]) -> LabelSet:
+    """The run's classes: the labels.json beside its weights; for a run saved before labels.json
+    existed, the names its metrics.json lists, else the seed protocol's NEGATIVE/POSITIVE."""
+    folder = run_dir / (MODEL_DIR if (run_dir / MODEL_DIR).is_dir() else ADAPTER_DIR)
+    names = metrics.get("labels")
+    return labels_of_folder(folder, dict(enumerate(names)) if names else None)
+
+
 def _card_data(cfg: RunConfig, metrics: dict[str, Any], kind: Kind, repo_id: str,
-               base_model_id: str | None, license: str) -> ModelCardData:
+               base_model_id: str | None, license: str, labels: LabelSet) -> ModelCardData:
     dataset_id = hub_id(cfg.data.source)
-    dataset_type, dataset_name = _dataset_fields(cfg.data.source, dataset_id)
-    results = [
-        EvalResult(task_type="text-classification", task_name="Text Classification",
-                   dataset_type=dataset_type, dataset_name=dataset_name, dataset_split=cfg.data.test_split,
-                   metric_type=metric, metric_name=name, metric_value=metrics[metric])
-        for metric, name in (("accuracy", "Accuracy"), ("f1", "F1"))
-    ]
+    results = eval_results(cfg.data.source, cfg.data.test_split, metrics, labels)
     tags = ["sentiment-analysis", "text-classification", "peft-sentiment"]
     if cfg.saves_adapter:
         tags += ["peft", cfg.method] if kind == "adapter" else [cfg.method, f"merged-{cfg.method}"]
-    return ModelCardData(
-        base_model=base_model_id,
-        library_name="peft" if kind == "adapter" else "transformers",
-        pipeline_tag="text-classification",
-        datasets=[dataset_id] if dataset_id else None,
-        language="en",
-        license=license,
-        tags=tags,
-        metrics=["accuracy", "f1"],
-        model_name=repo_id.split("/")[-1],
-        eval_results=results,
-    )
+    return _metadata(base_model_id, "peft" if kind == "adapter" else "transformers", dataset_id, license,
+                     tags, repo_id, results)
+
+
+def eval_results(source: str, split: str, metrics: dict[str, Any], labels: LabelSet) -> list[EvalResult]:
+    """model-index results: accuracy and F1. With more than two classes F1 is the macro average, which
+    `metric_args` says: `f1` alone does not say how the classes are averaged."""
+    dataset_type, dataset_name = _dataset_fields(source, hub_id(source))
+    f1_fields: dict[str, Any] = {"metric_name": "F1"}
+    if not labels.is_binary:
+        f1_fields = {"metric_name": "Macro F1", "metric_args": {"average": "macro"}}
+    fields = (("accuracy", {"metric_name": "Accuracy"}), ("f1", f1_fields))
+    return [
+        EvalResult(task_type="text-classification", task_name="Text Classification",
+                   dataset_type=dataset_type, dataset_name=dataset_name, dataset_split=split,
+                   metric_type=metric, metric_value=metrics[metric], **extra)
+        for metric, extra in fields
+    ]
 
 
 def _dataset_fields(source: str, dataset_id: str | None) -> tuple[str, str]:
@@ -122,16 +132,25 @@ def _base_description(cfg: RunConfig) -> str:
     if cfg.model.random_init:
         return f"the architecture of `{name}` with random weights"
     if hub_id(name) is None:
-        return f"a local model folder (`{_short_path(name)}`)"
+        return f"a local model folder (`{short_path(name)}`)"
     return f"[`{hub_id(name)}`](https://huggingface.co/{hub_id(name)})"
 
 
-def _summary(cfg: RunConfig, metrics: dict[str, Any], kind: Kind, base_model_id: str | None) -> str:
+def classifier_words(labels: LabelSet) -> str:
+    """What the model is, naming its classes in id order."""
+    names = ", ".join(f"`{name}`" for name in labels.names)
+    if labels.is_binary:
+        return f"A binary sentiment classifier for English movie reviews (labels {names})"
+    return (f"A sentiment classifier for English movie reviews with {len(labels.names)} classes "
+            f"(labels {names}, in class id order)")
+
+
+def _summary(cfg: RunConfig, metrics: dict[str, Any], kind: Kind, base_model_id: str | None,
+             labels: LabelSet) -> str:
     method = METHOD_NAMES[cfg.method]
     lines = [
-        ("A binary sentiment classifier for English movie reviews (labels `NEGATIVE`, `POSITIVE`), "
-         f"trained with {method} from {_base_description(cfg)}, on {_data_description(cfg)}, "
-         "with `peft-sentiment`."),
+        (f"{classifier_words(labels)}, trained with {method} from {_base_description(cfg)}, on "
+         f"{data_description(cfg.data.source)}, with `peft-sentiment`."),
         "",
     ]
     if kind == "adapter":
@@ -153,24 +172,20 @@ def _summary(cfg: RunConfig, metrics: dict[str, Any], kind: Kind, base_model_id:
     return "\n".join(lines) + "\n"
 
 
-def _data_description(cfg: RunConfig) -> str:
-    source = cfg.data.source
+def data_description(source: str) -> str:
     if hub_id(source) == IMDB_ID:
         return f"the IMDb data set ([`{IMDB_ID}`](https://huggingface.co/datasets/{IMDB_ID}))"
     if hub_id(source) is not None:
         return f"the data set [`{hub_id(source)}`](https://huggingface.co/datasets/{hub_id(source)})"
     if source.startswith("builtin:"):
         return f"the synthetic reviews shipped with peft-sentiment (`{source}`)"
-    return f"a local data folder (`{_short_path(source)}`)"
+    return f"a local data folder (`{short_path(source)}`)"
 
 
-def _results(cfg: RunConfig, metrics: dict[str, Any]) -> str:
+def _results(cfg: RunConfig, metrics: dict[str, Any], labels: LabelSet) -> str:
     n = metrics["n_test"]
     rows = [
-        ("accuracy", f"{metrics['accuracy']:.4f} (95% interval ±{100 * ci95(metrics['accuracy'], n):.1f} points)"),
-        ("F1 (POSITIVE)", f"{metrics['f1']:.4f}"),
-        ("precision", f"{metrics['precision']:.4f}"),
-        ("recall", f"{metrics['recall']:.4f}"),
+        *score_rows(metrics, labels),
         ("test reviews", f"{n:,}"),
         ("training time", f"{metrics['train_seconds']:.1f} s"),
         ("peak memory", f"{metrics['peak_memory_mib']:,.0f} MiB ({metrics['peak_memory_kind']})"),
@@ -179,8 +194,43 @@ def _results(cfg: RunConfig, metrics: dict[str, Any]) -> str:
     return (
         "## Results\n\n"
         f"Test subset: `shuffle(seed={cfg.data.shuffle_seed}).select(range({n}))` of the "
-        f"`{cfg.data.test_split}` split.\n\n" + _table(("metric", "value"), rows)
+        f"`{cfg.data.test_split}` split.\n\n" + _table(("metric", "value"), rows) + per_class_table(metrics)
     )
+
+
+def f1_name(labels: LabelSet) -> str:
+    """Which F1 the `f1` metric is: of the second class (POSITIVE) for two classes, else the macro average."""
+    return f"F1 ({labels.names[1]})" if labels.is_binary else "macro-F1"
+
+
+def score_rows(metrics: dict[str, Any], labels: LabelSet) -> list[tuple[str, str]]:
+    """Accuracy with its interval, F1, precision and recall as the run defines them, then the macro and
+    weighted F1 a multi-class metrics.json adds (for two classes, beside the F1 of POSITIVE)."""
+    n = metrics["n_test"]
+    averaged = "" if labels.is_binary else "macro "
+    rows = [
+        ("accuracy", f"{metrics['accuracy']:.4f} (95% interval ±{100 * ci95(metrics['accuracy'], n):.1f} points)"),
+        (f1_name(labels), f"{metrics['f1']:.4f}"),
+    ]
+    if labels.is_binary and metrics.get("macro_f1") is not None:
+        rows.append(("macro-F1", f"{metrics['macro_f1']:.4f}"))
+    if metrics.get("weighted_f1") is not None:
+        rows.append(("weighted F1", f"{metrics['weighted_f1']:.4f}"))
+    for key in ("precision", "recall"):
+        if key in metrics:
+            rows.append((f"{averaged}{key}", f"{metrics[key]:.4f}"))
+    return rows
+
+
+def per_class_table(metrics: dict[str, Any]) -> str:
+    """Each class's precision, recall, F1 and test reviews, when metrics.json has them."""
+    per_class = metrics.get("per_class") or []
+    if not per_class:
+        return ""
+    rows = [(f"`{c['label']}`", f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}",
+             f"{c['support']:,}") for c in per_class]
+    return ("\nPer class (each class against the others; support: its test reviews):\n\n"
+            + _table(("class", "precision", "recall", "F1", "support"), rows))
 
 
 def ci95(accuracy: float, n: int) -> float:
@@ -256,15 +306,14 @@ def _training(cfg: RunConfig, metrics: dict[str, Any], run_dir: Path, merge: Mer
     return text
 
 
-def _usage(cfg: RunConfig, kind: Kind, repo_id: str, base_model_id: str | None) -> str:
+def _usage(cfg: RunConfig, kind: Kind, repo_id: str, base_model_id: str | None, labels: LabelSet) -> str:
     length = cfg.data.max_length
     if kind == "adapter":
         code = (
             "from peft import PeftModel\n"
             "from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline\n\n"
             "base = AutoModelForSequenceClassification.from_pretrained(\n"
-            f"    \"{base_model_id}\", num_labels=2,\n"
-            f"    id2label={dict(ID2LABEL)!r}, label2id={dict(LABEL2ID)!r},\n"
+            f"    \"{base_model_id}\", {_label_arguments(labels)},\n"
             ")\n"
             f"model = PeftModel.from_pretrained(base, \"{repo_id}\")  # adapter and trained head\n"
             f"tokenizer = AutoTokenizer.from_pretrained(\"{repo_id}\")\n"
@@ -279,8 +328,24 @@ def _usage(cfg: RunConfig, kind: Kind, repo_id: str, base_model_id: str | None) 
             f"classifier = pipeline(\"text-classification\", model=\"{repo_id}\", truncation=True)\n"
         )
         note = f"The tokenizer truncates to {length} tokens, the length used in training."
-    code += "classifier(\"A wonderful film: the acting was brilliant.\")  # [{'label': 'POSITIVE', ...}]\n"
+    code += f"classifier(\"A wonderful film: the acting was brilliant.\")  # {example_output(labels)}\n"
     return f"## How to use\n\n```python\n{code}```\n\n{note}\n"
+
+
+def _label_arguments(labels: LabelSet) -> str:
+    """num_labels, id2label and label2id for the base, as Python literals: on one line for two classes
+    (as cards always showed them), one argument a line for more."""
+    if labels.is_binary:
+        return (f"num_labels=2,\n    id2label={labels.id2label!r}, label2id={labels.label2id!r}")
+    return (f"num_labels={len(labels.names)},\n    id2label={labels.id2label!r},\n"
+            f"    label2id={labels.label2id!r}")
+
+
+def example_output(labels: LabelSet) -> str:
+    """The comment after the example call: the seed protocol's answer, else which names can come back."""
+    if labels.names == ("NEGATIVE", "POSITIVE"):
+        return "[{'label': 'POSITIVE', ...}]"
+    return f"[{{'label': ..., 'score': ...}}]: label is one of {', '.join(repr(n) for n in labels.names)}"
 
 
 def _limitations(cfg: RunConfig, metrics: dict[str, Any], base_model_id: str | None) -> str:
@@ -309,7 +374,7 @@ def _stand_in(cfg: RunConfig, base_model_id: str | None) -> str:
                 f"and its predictions are not useful.{label}")
     if hub_id(cfg.model.name) is None:
         named = f"; the card names `{base_model_id}` as its base" if base_model_id else ""
-        return (f"The model trained was a local folder (`{_short_path(cfg.model.name)}`), a stand-in "
+        return (f"The model trained was a local folder (`{short_path(cfg.model.name)}`), a stand-in "
                 f"not downloaded from the Hub{named}.")
     if base_model_id is not None and base_model_id != hub_id(cfg.model.name):
         return f"The model trained was `{cfg.model.name}`; the card names `{base_model_id}` as its base."
@@ -324,7 +389,7 @@ def _adapter_targets(cfg: RunConfig, run_dir: Path) -> list[str]:
     return list((cfg.ia3.target_modules if cfg.method == "ia3" else cfg.lora.target_modules) or ())
 
 
-def _short_path(name: str) -> str:
+def short_path(name: str) -> str:
     """The last two parts of a local path: enough to recognise it, without the user's folders."""
     parts = expand_path(name).parts
     return ".../" + "/".join(parts[-2:]) if len(parts) > 2 else name
@@ -335,3 +400,231 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |\n"
 
     return line(header) + line(tuple("---" for _ in header)) + "".join(line(r) for r in rows)
+
+
+# ---------------------------------------------------------------- ONNX exports
+
+# How export.json's base_model marks a base whose weights the run drew at random (export._metadata).
+RANDOM_BASE = " (random weights made by the run)"
+
+
+def build_export_card(
+    folder: Path,
+    repo_id: str,
+    base_model_id: str | None,
+    license: str = "apache-2.0",
+    benchmark: Path | None = None,
+) -> str:
+    """README.md for an ONNX export folder (`peft-sentiment export`), from the folder alone: the run
+    may be gone, and export.json keeps what the card needs of it (method, base, data, test metrics)."""
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    check = json.loads((folder / CHECK_FILE).read_text())
+    labels = export_classes(folder)
+    method = str(meta.get("method", ""))
+    bench_rows = benchmark_rows(benchmark, method) if benchmark is not None else []
+    data = _export_card_data(meta, check, labels, repo_id, base_model_id, license)
+    parts = [
+        f"---\n{data.to_yaml()}\n---\n",
+        f"# {repo_id.split('/')[-1]}\n",
+        _export_summary(meta, check, labels),
+        _export_results(meta, labels),
+        _export_check(check, meta),
+        _benchmark(bench_rows, benchmark, method) if bench_rows else "",
+        _export_usage(meta, repo_id, labels),
+        _export_limitations(meta, check),
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def export_classes(folder: Path) -> LabelSet:
+    """The export's classes: its labels.json, else its config's id2label."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    return labels_of_folder(folder, config.get("id2label") if isinstance(config, dict) else None)
+
+
+def _int8(check: dict[str, Any]) -> dict[str, Any]:
+    return check.get("int8") or {}
+
+
+def _export_card_data(meta: dict[str, Any], check: dict[str, Any], labels: LabelSet, repo_id: str,
+                      base_model_id: str | None, license: str) -> ModelCardData:
+    source = meta["data"]["source"]
+    dataset_id = hub_id(source)
+    metrics = meta.get("test_metrics") or {}
+    # The test figures are the PyTorch model's: they are this model's own only where the export
+    # computes the same logits (fp32, check passed). An int8 export's were never measured.
+    same_model = meta.get("quantization") == "none" and check.get("passed") is True
+    results = (eval_results(source, meta["data"].get("test_split", "test"), metrics, labels)
+               if same_model and {"accuracy", "f1"} <= set(metrics) else None)
+    tags = ["sentiment-analysis", "text-classification", "peft-sentiment", "onnx"]
+    tags += [meta["method"]] if meta.get("method") else []
+    tags += ["int8"] if meta.get("quantization") == "int8" else []
+    return _metadata(base_model_id, "onnx", dataset_id, license, tags, repo_id, results)
+
+
+def _metadata(base_model_id: str | None, library: str, dataset_id: str | None, license: str, tags: list[str],
+              repo_id: str, results: Any) -> ModelCardData:
+    """The card's YAML metadata, shared by every kind of upload."""
+    return ModelCardData(
+        base_model=base_model_id,
+        library_name=library,
+        pipeline_tag="text-classification",
+        datasets=[dataset_id] if dataset_id else None,
+        language="en",
+        license=license,
+        tags=tags,
+        metrics=["accuracy", "f1"],
+        model_name=repo_id.split("/")[-1],
+        eval_results=results,
+    )
+
+
+def _export_base_description(name: str) -> str:
+    """export.json's base_model in words (a Hub id, a local folder, or random weights)."""
+    if name.endswith(RANDOM_BASE):
+        return f"random weights made by the run (model `{short_path(name[:-len(RANDOM_BASE)])}`)"
+    if hub_id(name) is None:
+        return f"a local model folder (`{short_path(name)}`)"
+    return f"[`{hub_id(name)}`](https://huggingface.co/{hub_id(name)})"
+
+
+def quantization_words(meta: dict[str, Any], check: dict[str, Any]) -> str:
+    """fp32, or int8 with how many linear layers are int8 and how many the check kept in fp32."""
+    if meta.get("quantization") != "int8":
+        return "fp32"
+    int8 = _int8(check)
+    kept = len(int8.get("fp32_layers") or [])
+    quantized = len(int8.get("int8_layers") or [])
+    return f"int8 ({quantized} of {quantized + kept} quantizable linear layers, {kept} kept in fp32)"
+
+
+def _export_summary(meta: dict[str, Any], check: dict[str, Any], labels: LabelSet) -> str:
+    method = METHOD_NAMES.get(meta.get("method", ""), meta.get("method", "an unknown method"))
+    words = classifier_words(labels)
+    lines = [
+        (f"An ONNX export of {words[0].lower()}{words[1:]}, trained with {method} from "
+         f"{_export_base_description(str(meta.get('base_model', '')))}, on "
+         f"{data_description(meta['data']['source'])}, with `peft-sentiment` (`peft-sentiment export`)."),
+        "",
+    ]
+    if meta.get("merged"):
+        lines.append(f"The {method} adapter was merged into its base before the export.")
+    if meta.get("quantization") == "int8":
+        scheme = _int8(check).get("scheme", "onnxruntime dynamic quantization")
+        lines.append(f"Weights: {quantization_words(meta, check)}; {scheme}. The embeddings, the layers "
+                     "kept in fp32 and the linear layers onnxruntime does not quantize (below) stay fp32.")
+    else:
+        lines.append("Weights: fp32, as trained.")
+    lines.append(f"`{meta.get('model_file', MODEL_FILE)}` runs with onnxruntime: neither PyTorch nor "
+                 "peft is needed.")
+    return "\n".join(lines) + "\n"
+
+
+def _export_results(meta: dict[str, Any], labels: LabelSet) -> str:
+    metrics = meta.get("test_metrics") or {}
+    if not {"accuracy", "f1", "n_test"} <= set(metrics):
+        return ""
+    data = meta["data"]
+    n = metrics["n_test"]
+    rows = [*score_rows(metrics, labels), ("test reviews", f"{n:,}")]
+    return (
+        "## Results\n\n"
+        "Measured on the run's PyTorch model before the export, on the test subset "
+        f"`shuffle(seed={data.get('shuffle_seed')}).select(range({n}))` of the `{data.get('test_split')}` "
+        "split; the export check below says how closely the export follows that model.\n\n"
+        + _table(("metric", "value"), rows) + per_class_table(metrics)
+    )
+
+
+def _export_check(check: dict[str, Any], meta: dict[str, Any]) -> str:
+    """export_check.json's figures: how far the export's logits and labels are from PyTorch's."""
+    n = check["n_texts"]
+    diff = f"{check['max_abs_logit_diff']:.2g}"
+    if check.get("logit_tolerance") is not None:
+        diff += f" (tolerance {check['logit_tolerance']:g})"
+    rows = [
+        ("quantization", quantization_words(meta, check)),
+        ("largest |logit difference| from PyTorch", diff),
+        ("label agreement with PyTorch", f"{check['agreement']:.2%} (bar {check['agreement_bar']:.1%})"),
+        ("texts checked", f"{n:,}, {check['texts']} (up to {check.get('max_length', meta['max_length'])} tokens)"),
+        ("compared with", check.get("reference", "the run's model in PyTorch")),
+    ]
+    int8 = _int8(check)
+    if int8:
+        kept = int8.get("fp32_layers") or []
+        rows.append(("int8 layers kept in fp32", ", ".join(f"`{name}`" for name in kept) or "none"))
+        if kept:
+            chosen = (f"{int8.get('chosen_on', 'training texts')}: "
+                      f"{int8.get('all_int8_selection_agreement', 0):.2%} agreement with every layer int8, "
+                      f"{int8.get('selection_agreement', 0):.2%} with these kept")
+            rows.append(("fp32 layers chosen on", chosen))
+        left = int8.get("unquantized_layers") or []
+        if left:
+            rows.append(("linear layers onnxruntime does not quantize", ", ".join(f"`{name}`" for name in left)))
+    merge = check.get("merge")
+    if merge:
+        rows.append(("merge check", (f"max |merged - (base + adapter)| {merge['max_abs_logit_diff']:.2g} "
+                                     f"on {merge['n_texts']} texts (tolerance {merge['tolerance']:g})")))
+    rows.append(("result", "passed" if check.get("passed") else "**failed**: kept with `--force`"))
+    text = ("## Export check\n\n`peft-sentiment export` ran the export and the PyTorch model on the same "
+            "texts before keeping it (`export_check.json`):\n\n" + _table(("check", "value"), rows))
+    if not check.get("passed"):
+        text += ("\n**This export did not pass its check**: its labels or logits are further from the "
+                 "PyTorch model's than the bar allows, and it was kept with `--force`.\n")
+    return text
+
+
+def _export_usage(meta: dict[str, Any], repo_id: str, labels: LabelSet) -> str:
+    names = list(meta.get("inputs") or ["input_ids", "attention_mask"])
+    length = meta["max_length"]
+    folder = repo_id.split("/")[-1]
+    code = (
+        "import numpy as np\n"
+        "import onnxruntime as ort\n"
+        "from huggingface_hub import snapshot_download\n"
+        "from transformers import AutoTokenizer\n\n"
+        f"folder = snapshot_download(\"{repo_id}\")\n"
+        "tokenizer = AutoTokenizer.from_pretrained(folder)\n"
+        f"session = ort.InferenceSession(f\"{{folder}}/{meta.get('model_file', MODEL_FILE)}\", "
+        "providers=[\"CPUExecutionProvider\"])\n"
+        f"id2label = {labels.id2label!r}\n\n"
+        "texts = [\"A wonderful film: the acting was brilliant.\"]\n"
+        f"batch = tokenizer(texts, truncation=True, max_length={length}, padding=True, return_tensors=\"np\")\n"
+        f"logits = session.run(None, {{name: batch[name].astype(np.int64) for name in {names!r}}})[0]\n"
+        "print([id2label[int(i)] for i in logits.argmax(-1)])\n"
+    )
+    shell = (f"hf download {repo_id} --local-dir {folder}\n"
+             f"peft-sentiment predict {folder} \"A wonderful film: the acting was brilliant.\" --backend onnx\n")
+    return (f"## How to use\n\nWith onnxruntime and the tokenizer:\n\n```python\n{code}```\n\n"
+            f"The graph takes {', '.join(f'`{n}`' for n in names)} (int64, any batch size and length) and "
+            f"returns `logits`; truncate at {length} tokens, the length used in training (the tokenizer's "
+            "`model_max_length`).\n\n"
+            f"Or with `peft-sentiment` (`pip install 'peft-sentiment[onnx]'`):\n\n```bash\n{shell}```\n")
+
+
+def _export_limitations(meta: dict[str, Any], check: dict[str, Any]) -> str:
+    metrics = meta.get("test_metrics") or {}
+    items = [
+        "Trained and tested on English movie reviews only; other domains and languages are untested.",
+        (f"Reviews are truncated to {meta['max_length']} tokens, so a long review is judged on its "
+         "beginning."),
+    ]
+    if {"accuracy", "n_test"} <= set(metrics):
+        n = metrics["n_test"]
+        items.append(f"Tested on {n:,} reviews: the 95% interval on accuracy is about "
+                     f"±{100 * ci95(metrics['accuracy'], n):.1f} points, so small differences between "
+                     "models are noise.")
+    if meta.get("quantization") == "int8":
+        changed = round((1 - check["agreement"]) * check["n_texts"])
+        items.append(f"int8 weights move the logits (by up to {check['max_abs_logit_diff']:.2g} on the check "
+                     f"texts) and changed {changed} of their {check['n_texts']:,} labels; the results above "
+                     "are the fp32 model's.")
+    items.append("Checked with onnxruntime on the CPU (`CPUExecutionProvider`); other execution providers "
+                 "were not checked.")
+    if str(meta.get("base_model", "")).endswith(RANDOM_BASE):
+        items.append("The base had random weights: this model shows that the pipeline works, and its "
+                     "predictions are not useful.")
+    return "## Limitations\n\n" + "".join(f"- {item}\n" for item in items)

@@ -183,7 +183,7 @@ def train(method: str | None, recipe: str | None, output: Path | None, overwrite
     from .dist import world
     from .run import run_training
     from .rundir import load_run_config
-    from .ui import RichProgress, err_console, format_params, metrics_table
+    from .ui import RichProgress, class_table, err_console, format_params, metrics_table
 
     overrides: dict[str, Any] = {}
     if method is not None:
@@ -232,7 +232,10 @@ def train(method: str | None, recipe: str | None, output: Path | None, overwrite
     }
     if s["world_size"] > 1:
         extra["processes"] = f"{s['world_size']} (global batch {s['global_batch_size']})"
-    Console().print(metrics_table(f"{cfg.method} — {result.output}", result.metrics, extra))
+    console = Console()
+    console.print(metrics_table(f"{cfg.method} — {result.output}", result.metrics, extra))
+    if result.metrics.labels is not None and len(result.metrics.labels) > 2:
+        console.print(class_table(result.metrics))
 
 
 @main.command()
@@ -241,16 +244,21 @@ def train(method: str | None, recipe: str | None, output: Path | None, overwrite
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--save-predictions", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Also write the metrics and every review's label and prediction to a new JSON file.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Also draw the confusion matrix, with the class names, to a new PNG file.")
 @handle_errors
-def evaluate(source: str, as_json: bool, save_predictions: Path | None, **options: Any) -> None:
-    """Re-evaluate a run (or model folder, or ONNX export) on its own test subset or on --data."""
+def evaluate(source: str, as_json: bool, save_predictions: Path | None, plot: Path | None,
+             **options: Any) -> None:
+    """Re-evaluate a run (or model folder, or ONNX export) on its own test subset or on --data.
+
+    Prints the metrics and, per class, precision, recall, F1, support and the confusion matrix."""
     from rich.console import Console
 
     from .config import build, config_to_dict
     from .onnx_backend import export_data_config, is_export
     from .run import evaluate_run
     from .rundir import check_new_file, is_run, load_run_config, write_json_atomic
-    from .ui import metrics_table
+    from .ui import class_table, metrics_table
 
     overrides = collect_overrides(DATA_OPTIONS, options)
     data = None
@@ -262,17 +270,28 @@ def evaluate(source: str, as_json: bool, save_predictions: Path | None, **option
         for key, value in overrides.items():
             fields[key.split(".", 1)[1]] = value
         data = build(DataConfig, fields, "data.")
-    if save_predictions is not None:
-        check_new_file(save_predictions)
+    for path in (save_predictions, plot):
+        if path is not None:
+            check_new_file(path)
     _quiet_libraries()
     result = evaluate_run(source, data)
     if save_predictions is not None:
         write_json_atomic(result.to_dict(per_review=True), save_predictions)
+    if plot is not None:
+        from .plots import confusion_matrix_png
+
+        m = result.metrics
+        confusion_matrix_png(m.confusion_matrix, m.labels or [], plot,
+                             f"{source}\n{m.n} reviews of {result.data.source}, accuracy {m.accuracy:.4f}")
     if as_json:
         click.echo(json.dumps(result.to_dict(per_review=False)))
         return
-    Console().print(metrics_table(f"evaluate — {source}", result.metrics,
-                                  {"eval seconds": f"{result.eval_seconds:.1f}"}))
+    console = Console()
+    console.print(metrics_table(f"evaluate — {source}", result.metrics,
+                                {"eval seconds": f"{result.eval_seconds:.1f}"}))
+    console.print(class_table(result.metrics))
+    if plot is not None:
+        console.print(f"confusion matrix: {plot}")
 
 
 @main.command()
@@ -302,7 +321,7 @@ def evaluate(source: str, as_json: bool, save_predictions: Path | None, **option
 def predict(source: str, texts: tuple[str, ...], file: Any, as_json: bool, output: Path | None,
             overwrite: bool, errors: str, batch_size: int, precision: str, chunk_size: int,
             backend: str | None) -> None:
-    """Label TEXTS (or --file, or standard input) as NEGATIVE or POSITIVE.
+    """Label TEXTS (or --file, or standard input) with the model's classes (NEGATIVE or POSITIVE for binary runs).
 
     SOURCE is a run folder, a model or adapter folder, an ONNX export folder, or a Hub id. Input
     lines are read, predicted and written a chunk at a time, in input order. Texts longer than the
@@ -435,10 +454,15 @@ def export(run: Path, format_: str, quantize: str, output: Path, check_data: Pat
 
 
 @main.command()
-@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("run", type=click.Path(path_type=Path), metavar="RUN|EXPORT")
 @click.option("--repo-id", required=True, metavar="NAME/REPO", help="Hub repo to push to (created if missing).")
 @click.option("--merged", is_flag=True, help="Push the standalone model (a LoRA run is merged first).")
 @click.option("--adapter-only", is_flag=True, help="Push the adapter, its head and the tokenizer.")
+@click.option("--format", "format_", type=click.Choice(["safetensors", "onnx"]), default="safetensors",
+              show_default=True,
+              help="safetensors: the run's weights, with --merged or --adapter-only. onnx: push EXPORT, a "
+                   "folder made by `peft-sentiment export RUN --format onnx -o DIR`, as it is, with a card "
+                   "that says how to load it and carries its check.")
 @click.option("--base-model-id", default=None, metavar="HUB_ID",
               help="Hub id of the base weights, for a run trained from a local folder.")
 @click.option("--private", is_flag=True, help="Create the repo as private.")
@@ -452,15 +476,17 @@ def export(run: Path, format_: str, quantize: str, output: Path, check_data: Pat
 @click.option("--dry-run", is_flag=True,
               help="Build and keep the folder that would be uploaded, list it, and upload nothing.")
 @click.option("--staging-dir", type=click.Path(path_type=Path), default=None,
-              help="Where --dry-run builds the folder. [default: RUN/push-dry-run-merged or -adapter]")
+              help="Where --dry-run builds the folder. [default: RUN/push-dry-run-merged or -adapter, "
+                   "EXPORT/push-dry-run-onnx]")
 @click.option("--overwrite", is_flag=True,
               help="Replace the files a repo (or an earlier dry-run folder) already holds.")
 @handle_errors
-def push(run: Path, repo_id: str, merged: bool, adapter_only: bool, base_model_id: str | None,
+def push(run: Path, repo_id: str, merged: bool, adapter_only: bool, format_: str, base_model_id: str | None,
          private: bool, revision: str | None, create_branch: bool, commit_message: str | None,
          license_: str, benchmark: Path | None, dry_run: bool, staging_dir: Path | None,
          overwrite: bool) -> None:
-    """Push a run to the Hugging Face Hub with a generated model card, in one commit.
+    """Push a run (or, with --format onnx, an ONNX export) to the Hugging Face Hub with a generated
+    model card, in one commit.
 
     The token comes from HF_TOKEN or `hf auth login`.
     """
@@ -469,10 +495,14 @@ def push(run: Path, repo_id: str, merged: bool, adapter_only: bool, base_model_i
 
     from .hub import push_run
 
-    if merged == adapter_only:
+    if format_ == "onnx" and (merged or adapter_only):
+        raise click.UsageError("--format onnx pushes an export folder as it is: leave out --merged and "
+                               "--adapter-only")
+    if format_ != "onnx" and merged == adapter_only:
         raise click.UsageError("pass exactly one of --merged and --adapter-only")
+    kind = "onnx" if format_ == "onnx" else "merged" if merged else "adapter"
     _quiet_libraries()
-    result = push_run(run, repo_id, "merged" if merged else "adapter", private=private, revision=revision,
+    result = push_run(run, repo_id, kind, private=private, revision=revision,
                       create_branch=create_branch, commit_message=commit_message, dry_run=dry_run,
                       overwrite=overwrite, base_model_id=base_model_id, license=license_,
                       benchmark=benchmark, staging_dir=staging_dir)
@@ -484,6 +514,11 @@ def push(run: Path, repo_id: str, merged: bool, adapter_only: bool, base_model_i
     if result.merge is not None:
         click.echo(f"logit check: max |merged - (base + adapter)| = {result.merge.max_abs_diff:.2g} on "
                    f"{result.merge.n_texts} texts; tolerance {result.merge.tolerance:g}")
+    if result.check is not None:
+        check = result.check
+        click.echo(f"export check: max |logit diff| from PyTorch = {check['max_abs_logit_diff']:.2g}; labels "
+                   f"agree on {check['agreement']:.2%} of {check['n_texts']} texts"
+                   + ("" if check.get("passed") else " (below the bar: kept with --force)"))
     table = Table(show_header=True, header_style="bold")
     table.add_column("file")
     table.add_column("bytes", justify="right")

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 METHODS = ("full", "lora", "qlora", "dora", "ia3", "head")
 ADAPTER_METHODS = ("lora", "qlora", "dora", "ia3")  # saved as a PEFT adapter on a frozen base
@@ -55,7 +55,14 @@ class DataConfig:
     source: str = opt(DEFAULT_DATA, "--data", "Hub dataset id or local folder (train/test files or aclImdb).")
     text_column: str = opt("text", "--text-column", "Column holding the review text.")
     label_column: str = opt("label", "--label-column",
-                            "Column holding the label (0/1, neg/pos, negative/positive).")
+                            "Column holding the label (class values or names; 0/1, neg/pos, "
+                            "negative/positive are NEGATIVE/POSITIVE).")
+    # None: the classes are the train split's sorted unique label values (labels.py).
+    labels: str | None = opt(None, "--labels",
+                             "Class names in order ('very negative,negative,neutral,...') or VALUE=NAME "
+                             "pairs ('0=bad,1=good'); default: the data's sorted label values.")
+    stratify: bool = opt(False, "--stratify/--no-stratify",
+                         "Take each subset class by class, keeping the split's class shares.")
     train_split: str = opt("train", "--train-split", "Name of the training split (file stem in a local folder).")
     test_split: str = opt("test", "--test-split", "Name of the test split.")
     validation_split: str = "validation"  # used for validation when the data has it
@@ -65,6 +72,9 @@ class DataConfig:
     validation_size: int = opt(0, "--validation-size",
                                "Validation reviews: the data's validation split, else the train split's "
                                "reviews right after the training subset; 0 for none.")
+    drop_overlap: bool = opt(False, "--drop-overlap/--no-drop-overlap",
+                             "Drop validation reviews whose text is also a training or test review "
+                             "(default: refuse such data).")
     # Selects the subset: shuffle(seed).select(range(n)), apart from train.seed.
     shuffle_seed: int = opt(42, "--shuffle-seed", "Seed of the subset shuffle (not the training seed).")
     max_length: int = opt(512, "--max-length", "Maximum tokens per review; longer ones are truncated.")
@@ -75,6 +85,13 @@ class DataConfig:
             if value <= 0:
                 raise ConfigError(f"data.{name} must be positive, got {value}")
         check_seed(self.shuffle_seed, "data.shuffle_seed")
+        if self.labels is not None:
+            from .labels import parse_option
+
+            try:
+                parse_option(self.labels)
+            except DataError as err:
+                raise ConfigError(f"data.labels: {err}") from None
         if self.validation_size < 0:
             raise ConfigError(f"data.validation_size must not be negative, got {self.validation_size}")
         for name in ("source", "text_column", "label_column", "train_split", "test_split", "validation_split"):
@@ -189,6 +206,9 @@ class TrainConfig:
     early_stopping_patience: int | None = opt(
         None, "--early-stopping-patience",
         "Stop after N epochs without a better validation accuracy, and keep the best epoch.")
+    class_weights: str = opt("none", "--class-weights",
+                             "Weighted cross-entropy: none, balanced (n / (classes * count)) or one "
+                             "weight per class, 'w1,w2,...'.")
 
     @property
     def selects_on_validation(self) -> bool:
@@ -196,6 +216,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_seed(self.seed, "train.seed")
+        if self.class_weights not in ("none", "balanced"):
+            try:
+                weights = [float(w) for w in self.class_weights.split(",")]
+            except ValueError:
+                weights = []
+            if len(weights) < 2 or not all(math.isfinite(w) and w > 0 for w in weights):
+                raise ConfigError(f"train.class_weights must be none, balanced or positive numbers "
+                                  f"'w1,w2,...', got {self.class_weights!r}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ConfigError(f"train.early_stopping_patience must be at least 1, got {self.early_stopping_patience}")
         if self.selects_on_validation and self.save_steps is not None:

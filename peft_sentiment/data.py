@@ -1,4 +1,4 @@
-"""Load a binary sentiment data set and take the seed protocol's subsets.
+"""Load a sentiment data set and take the seed protocol's subsets.
 
 Sources: a Hub dataset id (default `stanfordnlp/imdb`), a folder with train and test files
 (parquet, CSV or JSON Lines), or an `aclImdb` folder as Stanford distributes it.
@@ -7,6 +7,7 @@ The subset of each split is `shuffle(seed=shuffle_seed).select(range(n))`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -16,55 +17,68 @@ from datasets import Dataset
 
 from .config import DataConfig, expand_path, looks_like_path
 from .errors import DataError, first_line
+from .labels import BINARY, LabelSet, infer, to_ids
 
-ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}
-LABEL2ID = {v: k for k, v in ID2LABEL.items()}
-# Accepted label spellings (strings compared lower-case).
-_LABEL_NAMES = {"neg": 0, "negative": 0, "pos": 1, "positive": 1, "0": 0, "1": 1}
+# The seed protocol's two classes (any other label set comes from the data: labels.py).
+ID2LABEL = BINARY.id2label
+LABEL2ID = BINARY.label2id
 _FILE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json"}
 
 
 @dataclass(frozen=True)
 class Splits:
-    train: Dataset | None  # columns: text, label (0/1); None when only the test split was asked for
+    train: Dataset | None  # columns: text, label (class id); None when only the test split was asked for
     test: Dataset
     train_origin: str  # where each split came from (file path or Hub id[split]), for messages
     test_origin: str
     validation: Dataset | None = None  # None without data.validation_size (or without train)
     validation_origin: str = ""
+    labels: LabelSet = BINARY  # the class names and the values that stand for them in the files
+    validation_dropped: int = 0  # validation reviews left out for repeating a training or test text
 
 
-def load_splits(cfg: DataConfig, need_train: bool = True) -> Splits:
+def load_splits(cfg: DataConfig, need_train: bool = True, labels: LabelSet | None = None) -> Splits:
     """The subsets, validated and disjoint; raises `DataError` naming the file and the problem.
 
     train is `shuffle(seed).select(range(train_size))` of the train split and test the same of the
     test split (the seed protocol). Validation comes from the data's own validation split when it
     has one (up to validation_size of it, taken the same way), else from the train split right
     after the training subset: `select(range(train_size, train_size + validation_size))`.
+    `data.stratify` takes each subset class by class in the same shuffled order (see `_subset`).
+
+    The label set comes from the train split (`labels.infer`) unless given; without the train split
+    it is `labels` or the seed protocol's two classes. Labels of the other splits must be in it.
     """
     if not need_train:
+        labels = labels or BINARY
         test_ds, test_origin = _load_split(cfg, cfg.test_split)
-        test = _subset(test_ds, cfg, cfg.test_size, test_origin, "test")
-        return Splits(train=None, test=test, train_origin="", test_origin=test_origin)
+        test = _subset(_normalize(test_ds, cfg, test_origin, labels), cfg, cfg.test_size, test_origin, "test",
+                       labels)
+        return Splits(train=None, test=test, train_origin="", test_origin=test_origin, labels=labels)
     train_ds, train_origin = _load_split(cfg, cfg.train_split)
     test_ds, test_origin = _load_split(cfg, cfg.test_split)
-    train_all = _normalize(train_ds, cfg, train_origin)
-    train = _subset(train_all, cfg, cfg.train_size, train_origin, "train", normalized=True)
-    test = _subset(test_ds, cfg, cfg.test_size, test_origin, "test")
+    if labels is None:
+        _check_columns(train_ds, cfg, train_origin)
+        labels = infer(train_ds[cfg.label_column], cfg.labels, train_origin, cfg.label_column)
+    train_all = _normalize(train_ds, cfg, train_origin, labels)
+    train = _subset(train_all, cfg, cfg.train_size, train_origin, "train", labels)
+    test = _subset(_normalize(test_ds, cfg, test_origin, labels), cfg, cfg.test_size, test_origin, "test", labels)
     validation, validation_origin = None, ""
     if cfg.validation_size > 0:
         own = _own_validation(cfg)
         if own is not None:
             ds, validation_origin = own
-            ds = _normalize(ds, cfg, validation_origin)
+            ds = _normalize(ds, cfg, validation_origin, labels)
             validation = _subset(ds, cfg, min(cfg.validation_size, len(ds)), validation_origin, "validation",
-                                 normalized=True)
+                                 labels)
         else:
             validation_origin = f"{train_origin} after the training subset"
-            validation = _subset(train_all, cfg, cfg.validation_size, train_origin, "validation",
-                                 start=cfg.train_size, normalized=True)
+            validation = _subset(train_all, cfg, cfg.validation_size, train_origin, "validation", labels,
+                                 start=cfg.train_size)
     splits = Splits(train=train, test=test, train_origin=train_origin, test_origin=test_origin,
-                    validation=validation, validation_origin=validation_origin)
+                    validation=validation, validation_origin=validation_origin, labels=labels)
+    if cfg.drop_overlap:
+        splits = drop_overlap(splits)
     check_disjoint(splits)
     return splits
 
@@ -86,6 +100,19 @@ def _own_validation(cfg: DataConfig) -> tuple[Dataset, str] | None:
         raise
 
 
+def drop_overlap(splits: Splits) -> Splits:
+    """Without the validation reviews whose text is also a training or test review (data.drop_overlap:
+    for data sets that repeat a few texts across their own splits); `validation_dropped` says how many."""
+    if splits.validation is None:
+        return splits
+    seen = {_text_hash(t) for ds in (splits.train, splits.test) for t in ds["text"]}
+    keep = [i for i, t in enumerate(splits.validation["text"]) if _text_hash(t) not in seen]
+    if len(keep) == len(splits.validation):
+        return splits
+    return dataclasses.replace(splits, validation=splits.validation.select(keep),
+                               validation_dropped=len(splits.validation) - len(keep))
+
+
 def check_disjoint(splits: Splits) -> None:
     """No validation review (by its text's hash) is also a training or a test review: what chooses
     epochs and checkpoints must be data the model did not train on, and not the test data.
@@ -99,7 +126,8 @@ def check_disjoint(splits: Splits) -> None:
         shared = sum(1 for t in set(ds["text"]) if _text_hash(t) in seen)
         if shared:
             raise DataError(f"{shared} review(s) of the validation subset ({splits.validation_origin}) are "
-                            f"also in the {name} subset (same text): validation must not overlap them")
+                            f"also in the {name} subset (same text): validation must not overlap them "
+                            "(--drop-overlap leaves them out)")
 
 
 def _text_hash(text: str) -> bytes:
@@ -237,11 +265,14 @@ def _review_id(path: Path) -> tuple[int, str]:
     return (int(head), path.stem) if head.isdigit() else (-1, path.stem)
 
 
-def _subset(ds: Dataset, cfg: DataConfig, n: int, origin: str, role: str, start: int = 0,
-            normalized: bool = False) -> Dataset:
-    """Rows start..start+n of `shuffle(seed)` of the split."""
-    if not normalized:
-        ds = _normalize(ds, cfg, origin)
+def _subset(ds: Dataset, cfg: DataConfig, n: int, origin: str, role: str, labels: LabelSet,
+            start: int = 0) -> Dataset:
+    """Rows start..start+n of `shuffle(seed)` of the (normalized) split.
+
+    With `data.stratify`, class by class: each class gets its share of the n rows (its share of the
+    split, largest remainders rounded up), taken in the shuffled order from its own rows; a subset
+    that starts after another (validation after training) starts after that one's share of each class.
+    """
     if start + n > len(ds):
         if start:
             raise DataError(f"{origin}: the {role} subset of {n} takes rows {start} to {start + n - 1} of the "
@@ -250,16 +281,44 @@ def _subset(ds: Dataset, cfg: DataConfig, n: int, origin: str, role: str, start:
         raise DataError(
             f"{origin}: {role} subset of {n} is larger than the split ({len(ds)} rows)"
         )
-    subset = ds.shuffle(seed=cfg.shuffle_seed).select(range(start, start + n))
+    shuffled = ds.shuffle(seed=cfg.shuffle_seed)
+    if cfg.stratify:
+        subset = shuffled.select(_stratified_rows(shuffled["label"], start, n))
+    else:
+        subset = shuffled.select(range(start, start + n))
     classes = set(subset["label"])
     if len(classes) < 2:
-        only = ID2LABEL[classes.pop()] if classes else "none"
+        only = labels.names[classes.pop()] if classes else "none"
         raise DataError(f"{origin}: the {role} subset of {n} has only one class ({only})")
     return subset
 
 
-def _normalize(ds: Dataset, cfg: DataConfig, origin: str) -> Dataset:
-    """Keep text and label columns, labels as 0/1 ints; refuse anything else."""
+def _stratified_rows(labels: list[int], start: int, n: int) -> list[int]:
+    """Positions (in the shuffled order) of rows start..start+n taken class by class."""
+    counts: dict[int, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    total = len(labels)
+    skip, take = _shares(counts, total, start), _shares(counts, total, n)
+    rows: list[int] = []
+    seen = {c: 0 for c in counts}
+    for position, label in enumerate(labels):
+        if skip[label] <= seen[label] < skip[label] + take[label]:
+            rows.append(position)
+        seen[label] += 1
+    return rows
+
+
+def _shares(counts: dict[int, int], total: int, n: int) -> dict[int, int]:
+    """n rows split by each class's share of `total` (largest remainders, ties to the lower class id)."""
+    exact = {c: n * k / total for c, k in counts.items()}
+    shares = {c: int(x) for c, x in exact.items()}
+    for c in sorted(counts, key=lambda c: (-(exact[c] - shares[c]), c))[: n - sum(shares.values())]:
+        shares[c] += 1
+    return shares
+
+
+def _check_columns(ds: Dataset, cfg: DataConfig, origin: str) -> None:
     for column in (cfg.text_column, cfg.label_column):
         if column not in ds.column_names:
             raise DataError(
@@ -267,6 +326,11 @@ def _normalize(ds: Dataset, cfg: DataConfig, origin: str) -> Dataset:
             )
     if len(ds) == 0:
         raise DataError(f"{origin}: the split is empty")
+
+
+def _normalize(ds: Dataset, cfg: DataConfig, origin: str, labels: LabelSet) -> Dataset:
+    """Keep text and label columns, labels as class ids of `labels`; refuse anything else."""
+    _check_columns(ds, cfg, origin)
     texts = ds[cfg.text_column]
     not_text = [t for t in texts if t is not None and not isinstance(t, str)]
     if not_text:
@@ -275,26 +339,9 @@ def _normalize(ds: Dataset, cfg: DataConfig, origin: str) -> Dataset:
     empty = sum(1 for t in texts if t is None or not t.strip())
     if empty:
         raise DataError(f"{origin}: {empty} empty text(s) in column {cfg.text_column!r}")
-    labels = [_label_id(v) for v in ds[cfg.label_column]]
-    bad = [v for v, i in zip(ds[cfg.label_column], labels) if i is None]
-    if bad:
-        shown = ", ".join(sorted({repr(v) for v in bad})[:5])
-        raise DataError(
-            f"{origin}: {len(bad)} label(s) outside the two classes in column "
-            f"{cfg.label_column!r}: {shown} (use 0/1, neg/pos or negative/positive)"
-        )
-    return Dataset.from_dict({"text": texts, "label": labels})
+    ids = to_ids(ds[cfg.label_column], labels, origin, cfg.label_column)
+    return Dataset.from_dict({"text": texts, "label": ids})
 
 
-def _label_id(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value in (0, 1) else None
-    if isinstance(value, float):
-        return int(value) if value in (0.0, 1.0) else None
-    if isinstance(value, str):
-        return _LABEL_NAMES.get(value.strip().lower())
-    return None
-
-
+# The seed protocol's class of a value (0/1, neg/pos, negative/positive, NEGATIVE/POSITIVE), or None.
+_label_id = BINARY.id_of

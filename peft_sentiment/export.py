@@ -44,6 +44,7 @@ import torch
 
 from .config import RunConfig, config_to_dict
 from .errors import ConfigError, DataError, ModelError, RunError, first_line
+from .loading import run_labels
 from .merge import MergeResult, copy_tokenizer, write_merged
 from .onnx_backend import (
     CHECK_FILE,
@@ -225,7 +226,7 @@ def _check_texts(cfg: RunConfig, run_dir: Path, check_data: str | Path | None) -
             raise DataError(f"--check-data {check_data}: no such folder")
         data = dataclasses.replace(data, source=str(folder))
     try:
-        test = load_splits(data, need_train=False).test
+        test = load_splits(data, need_train=False, labels=run_labels(run_dir)).test
     except DataError as err:
         if check_data is not None:
             raise DataError(f"--check-data {check_data}: {err}") from None

@@ -1,8 +1,8 @@
 """Publish a run on the Hugging Face Hub. The only module that writes to the network.
 
-A push stages the exact folder to upload (merged model or adapter, tokenizer, model card), then sends
-it in one commit, so a failed push leaves no partial commit. `--dry-run` keeps the staged folder and
-makes no Hub call at all.
+A push stages the exact folder to upload (merged model or adapter, tokenizer, model card; or an ONNX
+export folder and its card), then sends it in one commit, so a failed push leaves no partial commit.
+`--dry-run` keeps the staged folder and makes no Hub call at all.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import (
@@ -27,10 +28,11 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from .card import Kind, benchmark_rows, build_card, hub_id
-from .config import METHOD_NAMES, RunConfig
+from .card import RANDOM_BASE, Kind, benchmark_rows, build_card, build_export_card, hub_id, short_path
+from .config import METHOD_NAMES, RunConfig, looks_like_path, path_exists
 from .errors import ConfigError, HubError, RunError, first_line
 from .merge import MergeResult, check_mergeable, copy_tokenizer, write_merged
+from .onnx_backend import CHECK_FILE, METADATA_FILE, is_export, read_metadata
 from .rundir import ADAPTER_DIR, BASE_DIR, MODEL_DIR, atomic_dir, load_run_config, write_json
 
 CARD_FILE = "README.md"
@@ -55,6 +57,7 @@ class PushResult:
     revision: str | None
     commit_url: str | None  # None for a dry run
     merge: MergeResult | None  # the logit check, when the run was merged
+    check: dict[str, Any] | None = None  # an ONNX export's export_check.json
 
 
 def hub_api(token: str | None = None) -> HfApi:
@@ -114,16 +117,25 @@ def push_run(
     staging_dir: Path | None = None,
     api: HfApi | None = None,
 ) -> PushResult:
-    """Stage the run's merged model or adapter with a model card, and upload it in one commit."""
+    """Stage the run's merged model or adapter (or, `kind` onnx, the export folder `run_dir`) with a
+    model card, and upload it in one commit."""
     run_dir = Path(run_dir)
     check_repo_id(repo_id)
     check_license(license)
     if staging_dir is not None and not dry_run:
         raise ConfigError("--staging-dir only applies with --dry-run (a push stages in a temporary folder)")
-    cfg = load_run_config(run_dir)
-    base = resolve_base(run_dir, cfg, kind, base_model_id)
+    if kind == "onnx":
+        meta = check_export(run_dir)
+        cfg, base, method = None, resolve_export_base(run_dir, meta, base_model_id), str(meta.get("method", ""))
+        words, origin = f"ONNX export ({'int8' if meta.get('quantization') == 'int8' else 'fp32'})", "export"
+    else:
+        if is_export(run_dir):
+            raise ConfigError(f"{run_dir} is an ONNX export, not a run: push it with --format onnx")
+        cfg = load_run_config(run_dir)
+        base, method = resolve_base(run_dir, cfg, kind, base_model_id), cfg.method
+        words, origin = _kind_words(cfg, kind), "run"
     if benchmark is not None:
-        benchmark_rows(benchmark, cfg.method)  # a bad file fails now, not after the merge
+        benchmark_rows(benchmark, method)  # a bad file fails now, not after the merge
     card = {"repo_id": repo_id, "base_model_id": base, "license": license, "benchmark": benchmark}
 
     if dry_run:
@@ -132,20 +144,29 @@ def push_run(
             raise RunError(f"dry-run folder {folder} already exists: pass --overwrite or choose "
                            "another --staging-dir")
         with atomic_dir(folder, overwrite=True) as tmp:
-            merge = stage(run_dir, cfg, kind, tmp, **card)
+            merge, check = _stage_kind(run_dir, cfg, kind, tmp, card)
         return PushResult(repo_id=repo_id, kind=kind, files=list_files(folder), folder=folder,
-                          revision=revision, commit_url=None, merge=merge)
+                          revision=revision, commit_url=None, merge=merge, check=check)
 
     token = hub_token()
     api = api if api is not None else hub_api(token)
-    message = commit_message or f"Upload {_kind_words(cfg, kind)} from peft-sentiment run {run_dir.resolve().name}"
+    message = commit_message or f"Upload {words} from peft-sentiment {origin} {run_dir.resolve().name}"
     with tempfile.TemporaryDirectory(prefix="peft-sentiment-push-") as tmp:
-        merge = stage(run_dir, cfg, kind, Path(tmp), **card)
+        merge, check = _stage_kind(run_dir, cfg, kind, Path(tmp), card)
         files = list_files(Path(tmp))
         url = upload(Path(tmp), repo_id, api, private=private, revision=revision,
                      create_branch=create_branch, commit_message=message, overwrite=overwrite, token=token)
     return PushResult(repo_id=repo_id, kind=kind, files=files, folder=None, revision=revision,
-                      commit_url=url, merge=merge)
+                      commit_url=url, merge=merge, check=check)
+
+
+def _stage_kind(source: Path, cfg: RunConfig | None, kind: Kind, folder: Path,
+                card: dict[str, Any]) -> tuple[MergeResult | None, dict[str, Any] | None]:
+    """(merge check, export check) of what was staged: a run's model, or an export."""
+    if kind == "onnx":
+        return None, stage_export(source, folder, **card)
+    assert cfg is not None
+    return stage(source, cfg, kind, folder, **card), None
 
 
 def resolve_base(run_dir: Path, cfg: RunConfig, kind: Kind, base_model_id: str | None) -> str | None:
@@ -216,6 +237,86 @@ def _stage_full(model_dir: Path, folder: Path, max_length: int) -> None:
                               or src.name.endswith(".safetensors.index.json")):
             shutil.copyfile(src, folder / src.name)
     copy_tokenizer(model_dir, folder, max_length)
+
+
+# ---------------------------------------------------------------- ONNX exports
+
+
+def check_export(folder: Path) -> dict[str, Any]:
+    """export.json of the ONNX export `folder`, which must hold what the card and a user need."""
+    if not folder.is_dir():
+        raise RunError(f"export folder not found: {folder}")
+    if not is_export(folder):
+        raise RunError(f"{folder} is not an ONNX export (it has no {METADATA_FILE}): make one with "
+                       "`peft-sentiment export RUN --format onnx -o DIR` and push DIR")
+    meta = read_metadata(folder)  # a wrong format or a missing model file: one line
+    for name in (CHECK_FILE, "config.json", "tokenizer_config.json"):
+        if not (folder / name).is_file():
+            raise RunError(f"{folder} has no {name}: export the run again")
+    return meta
+
+
+def resolve_export_base(folder: Path, meta: dict[str, Any], base_model_id: str | None) -> str | None:
+    """The card's base model for an export: --base-model-id, else export.json's base when it is a Hub id."""
+    recorded = str(meta.get("base_model", ""))
+    if base_model_id is None:
+        return None if recorded.endswith(RANDOM_BASE) else hub_id(recorded)
+    if hub_id(base_model_id) is None:
+        raise ConfigError(f"--base-model-id {base_model_id!r} must be a Hub model id, not a local path")
+    if recorded.endswith(RANDOM_BASE):
+        raise ConfigError(f"--base-model-id: export {folder} was made from random weights, not from a Hub model")
+    return hub_id(base_model_id)
+
+
+def stage_export(export_dir: Path, folder: Path, repo_id: str, base_model_id: str | None,
+                 license: str = "apache-2.0", benchmark: Path | None = None) -> dict[str, Any]:
+    """Write into the empty `folder` the export's files, its two JSON records without local paths, and
+    the card; returns the export check. Folders inside the export (a dry run's) are not copied."""
+    for src in sorted(export_dir.iterdir()):
+        if src.is_file() and not src.name.startswith(".") and src.name not in (CARD_FILE, METADATA_FILE,
+                                                                                 CHECK_FILE):
+            shutil.copyfile(src, folder / src.name)
+    meta = json.loads((export_dir / METADATA_FILE).read_text())
+    check = json.loads((export_dir / CHECK_FILE).read_text())
+    write_json(public_metadata(meta), folder / METADATA_FILE)
+    write_json(public_check(check), folder / CHECK_FILE)
+    card = build_export_card(folder, repo_id, base_model_id, license, benchmark)
+    (folder / CARD_FILE).write_text(card)
+    return check
+
+
+def public_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """export.json for others: the source run by its folder name, local base and data folders by
+    their last two parts (not the user's folders above them)."""
+    out = json.loads(json.dumps(meta))
+    if out.get("source_run"):
+        out["source_run"] = Path(str(out["source_run"])).name
+    base = str(out.get("base_model", ""))
+    random = base.endswith(RANDOM_BASE)
+    name = base[:-len(RANDOM_BASE)] if random else base
+    out["base_model"] = _public_path(name) + (RANDOM_BASE if random else "")
+    if isinstance(out.get("data"), dict) and isinstance(out["data"].get("source"), str):
+        out["data"]["source"] = _public_path(out["data"]["source"])
+    return out
+
+
+def public_check(check: dict[str, Any]) -> dict[str, Any]:
+    """export_check.json for others: the folder its check texts came from by its last two parts."""
+    out = json.loads(json.dumps(check))
+    for record in (out, out.get("merge") or {}):
+        if isinstance(record.get("texts"), str):
+            record["texts"] = _public_phrase(record["texts"])
+    return out
+
+
+def _public_path(name: str) -> str:
+    return short_path(name) if name and (looks_like_path(name) or path_exists(name)) else name
+
+
+def _public_phrase(text: str) -> str:
+    """"... of SOURCE" (how export.py and merge.py name check texts) with a local SOURCE shortened."""
+    head, sep, tail = text.rpartition(" of ")
+    return f"{head}{sep}{_public_path(tail)}" if sep else text
 
 
 def list_files(folder: Path) -> tuple[StagedFile, ...]:

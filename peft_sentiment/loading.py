@@ -21,7 +21,7 @@ from transformers import (
 )
 
 from .config import QuantConfig, RunConfig, expand_path, looks_like_path, path_exists
-from .data import ID2LABEL, LABEL2ID
+from .labels import BINARY, LABELS_FILE, LabelSet, labels_of_folder
 from .errors import ModelError, RunError, first_line
 from .rundir import ADAPTER_DIR, BASE_DIR, CONFIG_FILE, MODEL_DIR, is_run, load_run_config, unfinished_message
 
@@ -162,9 +162,13 @@ def base_source(adapter_dir: Path | str, base_dir: Path | None) -> str:
     return str(base_dir) if base_dir is not None else recorded
 
 
-def load_base(source: str, quant: QuantConfig | None = None, trust_remote_code: bool = False) -> PreTrainedModel:
-    """An adapter's base classifier, rebuilt with the label names (the adapter does not carry them);
-    `quant` loads it in 4 bits (a QLoRA run)."""
+def load_base(source: str, quant: QuantConfig | None = None, trust_remote_code: bool = False,
+              labels: LabelSet | None = None) -> PreTrainedModel:
+    """An adapter's base classifier, rebuilt with the adapter's classes (`labels`: its labels.json;
+    the adapter's weights do not carry the names); `quant` loads it in 4 bits (a QLoRA run)."""
+    from .modeling import label_kwargs
+
+    labels = labels or BINARY
     try:
         extra: dict[str, Any] = {}
         if quant is not None:
@@ -173,7 +177,7 @@ def load_base(source: str, quant: QuantConfig | None = None, trust_remote_code: 
             model_type = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code).model_type
             extra = quantized_load_kwargs(quant, model_type)
         base = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=2, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID), use_safetensors=True,
+            source, **label_kwargs(labels), use_safetensors=True,
             trust_remote_code=trust_remote_code, **extra,
         )
     except Exception as err:  # noqa: BLE001
@@ -201,7 +205,7 @@ def load_adapter(adapter_dir: Path | str, base_dir: Path | None, quant: QuantCon
     if base_dir is not None:
         check_weights(base_dir, "model")
     source = base_source(adapter_dir, base_dir)
-    base = load_base(source, quant, trust_remote_code)
+    base = load_base(source, quant, trust_remote_code, adapter_labels(adapter_dir))
     try:
         model = PeftModel.from_pretrained(base, str(adapter_dir))
     except Exception as err:  # noqa: BLE001 - shapes or names from another base model
@@ -217,6 +221,36 @@ def load_adapter(adapter_dir: Path | str, base_dir: Path | None, quant: QuantCon
     except Exception as err:  # noqa: BLE001
         raise ModelError(_message(source, err)) from None
     return model, tok
+
+
+def adapter_labels(adapter_dir: Path | str) -> LabelSet:
+    """The classes an adapter was trained for: its labels.json (a Hub adapter's, when the Hub or the
+    cache has one), else the seed protocol's two."""
+    if isinstance(adapter_dir, Path) or path_exists(str(adapter_dir), folder=True):
+        return labels_of_folder(expand_path(str(adapter_dir)))
+    if _hub_has_file(str(adapter_dir), LABELS_FILE):
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return labels_of_folder(Path(hf_hub_download(str(adapter_dir), LABELS_FILE)).parent)
+        except Exception as err:  # noqa: BLE001 - network
+            raise ModelError(_message(adapter_dir, err)) from None
+    return BINARY
+
+
+def run_labels(run_dir: Path) -> LabelSet:
+    """The classes of a finished run (the labels.json beside its weights)."""
+    folder = run_dir / (MODEL_DIR if (run_dir / MODEL_DIR).is_dir() else ADAPTER_DIR)
+    return labels_of_folder(folder)
+
+
+def model_labels(loaded: "LoadedModel") -> LabelSet:
+    """The classes of a loaded model: the labels.json saved with it, else its config's id2label."""
+    folder = Path(loaded.source)
+    if loaded.kind == "run":
+        folder = folder / (MODEL_DIR if (folder / MODEL_DIR).is_dir() else ADAPTER_DIR)
+    config = getattr(loaded.model, "config", None)
+    return labels_of_folder(folder if folder.is_dir() else None, getattr(config, "id2label", None))
 
 
 def _message(source: str | Path, err: BaseException) -> str:

@@ -20,7 +20,8 @@ from transformers import AutoModelForSequenceClassification, PreTrainedTokenizer
 from .config import RunConfig, looks_like_path, path_exists
 from .data import load_splits
 from .errors import ModelError, PeftSentimentError, RunError
-from .loading import base_source, load_adapter, load_base, load_model
+from .labels import LabelSet
+from .loading import adapter_labels, base_source, load_adapter, load_base, load_model, run_labels
 from .rundir import ADAPTER_DIR, BASE_DIR, MODEL_DIR, atomic_dir, check_output, load_run_config, write_json
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def write_merged(run_dir: Path, folder: Path, record_paths: bool = True) -> Merg
     """
     cfg = check_mergeable(run_dir)
     model, tokenizer, quantized = _load_for_merge(run_dir, cfg)
-    texts, texts_from = check_texts(cfg)
+    texts, texts_from = check_texts(cfg, run_labels(run_dir))
     batches = _encode(tokenizer, texts, cfg.data.max_length, cfg.trainer["per_device_eval_batch_size"])
     reference = _logits(model, batches)  # base + adapter, before merging
 
@@ -161,7 +162,7 @@ def _load_for_merge(run_dir: Path, cfg: RunConfig) -> tuple[torch.nn.Module, Pre
     base_dir = run_dir / BASE_DIR if (run_dir / BASE_DIR).is_dir() else None
     remote = cfg.model.trust_remote_code
     quantized, tokenizer = load_adapter(adapter_dir, base_dir, fp32, remote)
-    base = load_base(base_source(adapter_dir, base_dir), fp32, remote).dequantize().float()
+    base = load_base(base_source(adapter_dir, base_dir), fp32, remote, adapter_labels(adapter_dir)).dequantize().float()
     model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
     return model, tokenizer, quantized.eval()
 
@@ -183,10 +184,10 @@ def copy_tokenizer(source: Path, folder: Path, max_length: int) -> None:
     write_json(config, folder / TOKENIZER_CONFIG)
 
 
-def check_texts(cfg: RunConfig) -> tuple[list[str], str]:
+def check_texts(cfg: RunConfig, labels: LabelSet) -> tuple[list[str], str]:
     """The first texts of the run's test subset, or built-in sentences when the data is unavailable."""
     try:
-        splits = load_splits(cfg.data, need_train=False)
+        splits = load_splits(cfg.data, need_train=False, labels=labels)
     except PeftSentimentError as err:
         log.warning("using built-in sample sentences for the merge check: %s", err)
         return list(SAMPLE_TEXTS), "built-in sample sentences (the run's data was unavailable)"

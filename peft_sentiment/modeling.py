@@ -8,7 +8,7 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 from transformers import (
@@ -30,7 +30,7 @@ from .config import (
     looks_like_path,
     path_exists,
 )
-from .data import ID2LABEL, LABEL2ID
+from .labels import BINARY, LabelSet
 from .errors import ConfigError, ModelError, first_line
 
 log = logging.getLogger(__name__)
@@ -82,13 +82,13 @@ def _values(param: torch.nn.Parameter) -> int:
     return math.prod(shape) if shape is not None else param.numel()
 
 
-def build_model(cfg: RunConfig, train_texts: Iterable[str] | None = None) -> BuiltModel:
+def build_model(cfg: RunConfig, train_texts: Iterable[str] | None = None, labels: LabelSet = BINARY) -> BuiltModel:
     """Tokenizer and model for `cfg`, seeded; LoRA applied when the method asks for it."""
-    return apply_method(build_base(cfg, train_texts), cfg)
+    return apply_method(build_base(cfg, train_texts, labels), cfg)
 
 
-def build_base(cfg: RunConfig, train_texts: Iterable[str] | None = None) -> BuiltModel:
-    """The plain classifier with NEGATIVE/POSITIVE labels, before any adapter.
+def build_base(cfg: RunConfig, train_texts: Iterable[str] | None = None, labels: LabelSet = BINARY) -> BuiltModel:
+    """The plain classifier with the classes of `labels` (names in id2label), before any adapter.
 
     For QLoRA from a checkpoint the base is loaded in 4 bits right away; a base with new (random)
     weights is built in full precision and quantized by `apply_method`.
@@ -98,7 +98,7 @@ def build_base(cfg: RunConfig, train_texts: Iterable[str] | None = None) -> Buil
     set_seed(cfg.train.seed)  # before any random init: the head and LoRA A are drawn here
     tokenizer = load_tokenizer(cfg.model, train_texts)
     quant = cfg.quant if cfg.method == "qlora" and not cfg.model.builds_new_weights else None
-    base, new_modules = _load_base(cfg.model, tokenizer, quant, cfg.train.attention_dropout)
+    base, new_modules = _load_base(cfg.model, tokenizer, labels, quant, cfg.train.attention_dropout)
     head = head_modules(base.config.model_type, new_modules, base)
     return BuiltModel(model=base, tokenizer=tokenizer, base=base, head_modules=head)
 
@@ -328,6 +328,11 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     return BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
 
 
+def label_kwargs(labels: LabelSet) -> dict[str, Any]:
+    """What a model config takes to carry the classes: their number and names."""
+    return {"num_labels": len(labels.names), "id2label": labels.id2label, "label2id": labels.label2id}
+
+
 # Where each architecture keeps its dropout on attention probabilities.
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
 
@@ -344,10 +349,11 @@ def set_attention_dropout(config: object, value: float | None) -> None:
         setattr(config, key, value)
 
 
-def _load_base(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, quant: QuantConfig | None = None,
+def _load_base(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, label_set: LabelSet,
+               quant: QuantConfig | None = None,
                attention_dropout: float | None = None) -> tuple[PreTrainedModel, set[str]]:
     """The classifier and the names of the modules whose weights are new (not from a checkpoint)."""
-    labels = {"num_labels": 2, "id2label": dict(ID2LABEL), "label2id": dict(LABEL2ID)}
+    labels = label_kwargs(label_set)
     if cfg.architecture is not None:
         fields = dict(cfg.architecture)
         model_type = fields.pop("model_type")

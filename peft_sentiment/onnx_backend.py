@@ -19,6 +19,7 @@ import numpy as np
 
 from .config import DataConfig, build
 from .errors import ConfigError, ModelError, first_line
+from .labels import LabelSet, labels_of_folder
 
 BACKENDS = ("torch", "onnx")
 FORMATS = ("onnx",)  # of `peft-sentiment export`
@@ -158,19 +159,22 @@ class OnnxClassifier:
 
 
 def evaluate_export(folder: Path, data: DataConfig | None,
-                    batch_size: int = 64) -> tuple[DataConfig, list[int], list[int], float]:
-    """(data, labels, predictions, seconds) of an export on its run's test subset or on `data`."""
+                    batch_size: int = 64) -> tuple[DataConfig, LabelSet, list[int], list[int], float]:
+    """(data, classes, labels, predictions, seconds) of an export on its run's test subset or on `data`."""
     from transformers import AutoConfig
 
-    from .data import LABEL2ID, load_splits
+    from .data import load_splits
     from .modeling import check_max_length
     from .predict import predict
 
     data = data if data is not None else export_data_config(folder)
-    splits = load_splits(data, need_train=False)
-    check_max_length(data.max_length, AutoConfig.from_pretrained(str(folder)), str(folder))
+    config = AutoConfig.from_pretrained(str(folder))
+    labels = labels_of_folder(folder, config.id2label)
+    splits = load_splits(data, need_train=False, labels=labels)
+    check_max_length(data.max_length, config, str(folder))
     classifier = OnnxClassifier(folder, max_length=data.max_length)
     start = time.perf_counter()
     found = predict(classifier, list(splits.test["text"]), batch_size)
     seconds = time.perf_counter() - start
-    return data, [int(x) for x in splits.test["label"]], [LABEL2ID[p.label] for p in found], seconds
+    return (data, labels, [int(x) for x in splits.test["label"]], [labels.label2id[p.label] for p in found],
+            seconds)

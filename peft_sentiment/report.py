@@ -1,4 +1,8 @@
-"""Benchmark report: per-method summaries from results.json, as a rich table, Markdown and a plot."""
+"""Benchmark report: per-method summaries from results.json, as a rich table, Markdown, a plot and
+each method's confusion matrix.
+
+F1 is what the runs report: of the POSITIVE class with two classes, the macro average with more; the
+tables of a benchmark with more classes call it macro-F1. Binary tables read as they always have."""
 
 from __future__ import annotations
 
@@ -8,10 +12,20 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from .stats import bootstrap_indices, bootstrap_interval, mcnemar, mean_std, paired_difference
+from .labels import BINARY
+from .plots import confusion_matrix_png
+from .stats import (
+    bootstrap_indices,
+    bootstrap_interval,
+    confusion_counts,
+    mcnemar,
+    mean_std,
+    paired_difference,
+)
 
 MARKDOWN_FILE = "results.md"
 PLOT_FILE = "plot.png"
+CONFUSION_FILE = "confusion-{label}.png"  # one per method, in the benchmark folder
 BOOTSTRAP_SEED = 0  # resamples are drawn once per test set and shared by every method
 
 
@@ -21,6 +35,7 @@ def summarize(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     spec = results["spec"]
     baseline = spec.get("baseline", "full")
     ok = [r for r in results["runs"] if r["status"] == "ok"]
+    classes = len(class_names(results))
     tables: dict[str, list[dict[str, Any]]] = {}
     for n, test_set in results["test_sets"].items():
         labels = np.asarray(test_set["labels"])
@@ -31,12 +46,24 @@ def summarize(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
                 groups.setdefault(run["label"], []).append(run)
         rows = []
         for label, runs in groups.items():
-            row = _method_row(label, runs, n, labels, index)
+            row = _method_row(label, runs, n, labels, index, classes)
             if label != baseline and baseline in groups:
-                row["vs_baseline"] = _paired(runs, groups[baseline], baseline, n, labels, index)
+                row["vs_baseline"] = _paired(runs, groups[baseline], baseline, n, labels, index, classes)
             rows.append(row)
         tables[n] = rows
     return tables
+
+
+def class_names(results: dict[str, Any]) -> list[str]:
+    """The class names the runs were evaluated with; binary runs evaluated before evaluations
+    recorded them have none: NEGATIVE and POSITIVE."""
+    for run in results["runs"]:
+        if run["status"] != "ok":
+            continue
+        for ev in run["evals"].values():
+            if ev.get("labels"):
+                return list(ev["labels"])
+    return list(BINARY.names)
 
 
 def _preds(runs: list[dict[str, Any]], n: str) -> np.ndarray:
@@ -49,14 +76,19 @@ def _spread(values: list[float]) -> dict[str, float | None]:
 
 
 def _method_row(label: str, runs: list[dict[str, Any]], n: str, labels: np.ndarray,
-                index: np.ndarray) -> dict[str, Any]:
+                index: np.ndarray, classes: int) -> dict[str, Any]:
+    """Scores with their spread over seeds and bootstrap intervals, the confusion matrix summed over
+    the seeds, and the training costs."""
     preds = _preds(runs, n)
     row: dict[str, Any] = {"label": label, "method": runs[0]["method"], "seeds": [r["seed"] for r in runs],
                            "n_test": int(len(labels))}
-    for metric in ("accuracy", "f1"):
-        interval = bootstrap_interval(metric, labels, preds, index)
+    # macro_f1: absent from binary evaluations made before it was recorded
+    macro = ["macro_f1"] if all("macro_f1" in r["evals"][n] for r in runs) else []
+    for metric in ("accuracy", "f1", *macro):
+        interval = bootstrap_interval(metric, labels, preds, index, classes=classes)
         row[metric] = {**_spread([r["evals"][n][metric] for r in runs]),
                        "low": interval.low, "high": interval.high}
+    row["confusion_matrix"] = confusion_counts(labels, preds, classes).tolist()
     for metric in ("precision", "recall", "eval_samples_per_second"):
         row[metric] = _spread([r["evals"][n][metric] for r in runs])
     train = [r["train"] for r in runs]
@@ -77,7 +109,7 @@ def _method_row(label: str, runs: list[dict[str, Any]], n: str, labels: np.ndarr
 
 
 def _paired(runs: list[dict[str, Any]], base_runs: list[dict[str, Any]], baseline: str, n: str,
-            labels: np.ndarray, index: np.ndarray) -> dict[str, Any]:
+            labels: np.ndarray, index: np.ndarray, classes: int) -> dict[str, Any]:
     """Same seeds on both sides; the difference is (this method) - (baseline)."""
     base_by_seed = {r["seed"]: r for r in base_runs}
     pairs = [(r, base_by_seed[r["seed"]]) for r in runs if r["seed"] in base_by_seed]
@@ -87,7 +119,7 @@ def _paired(runs: list[dict[str, Any]], base_runs: list[dict[str, Any]], baselin
     b = _preds([p[1] for p in pairs], n)
     out: dict[str, Any] = {"baseline": baseline, "seeds": [p[0]["seed"] for p in pairs]}
     for metric in ("accuracy", "f1"):
-        diff = paired_difference(metric, labels, a, b, index)
+        diff = paired_difference(metric, labels, a, b, index, classes=classes)
         out[f"{metric}_difference"] = {"value": diff.value, "low": diff.low, "high": diff.high}
     out["mcnemar"] = [
         {"seed": p[0]["seed"], **_mcnemar_dict(mcnemar(labels, a[i], b[i]))} for i, p in enumerate(pairs)
@@ -136,7 +168,7 @@ def fmt_mcnemar(row: dict[str, Any]) -> str:
     return " / ".join(f"{m['p_value']:.2g}" for m in paired["mcnemar"])
 
 
-COLUMNS = ["method", "seeds", "accuracy [95% CI]", "acc sd", "F1 [95% CI]", "Δ acc vs {base} [95% CI]",
+COLUMNS = ["method", "seeds", "accuracy [95% CI]", "acc sd", "{f1} [95% CI]", "Δ acc vs {base} [95% CI]",
            "McNemar p (per seed)", "peak memory MiB", "train s", "train samples/s", "train MFU",
            "eval samples/s", "trainable", "upload"]
 
@@ -167,10 +199,15 @@ def _fmt_percent(value: float | None) -> str:
 
 def _headers(results: dict[str, Any]) -> list[str]:
     base = results["spec"].get("baseline", "full")
-    return [c.format(base=base) for c in COLUMNS]
+    return [c.format(base=base, f1=f1_name(results)) for c in COLUMNS]
 
 
-TERMINAL_COLUMNS = {0: "method", 1: "seeds", 2: "accuracy [95% CI]", 4: "F1 [95% CI]", 5: "Δ acc [95% CI]",
+def f1_name(results: dict[str, Any]) -> str:
+    """What the F1 column holds: the POSITIVE class's F1 with two classes, the macro average with more."""
+    return "F1" if len(class_names(results)) == 2 else "macro-F1"
+
+
+TERMINAL_COLUMNS = {0: "method", 1: "seeds", 2: "accuracy [95% CI]", 4: "{f1} [95% CI]", 5: "Δ acc [95% CI]",
                     6: "McNemar p", 7: "peak MiB", 8: "train s", 12: "trainable", 13: "upload"}
 
 
@@ -182,7 +219,8 @@ def rich_tables(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]
         table = Table(title=f"{_setting(results)}: {n} test reviews", header_style="bold",
                       caption=f"Δ acc and McNemar p (per seed): against {base} on the same reviews")
         for i, header in TERMINAL_COLUMNS.items():
-            table.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
+            table.add_column(header.format(f1=f1_name(results)), justify="left" if i == 0 else "right",
+                             no_wrap=True)
         for row in rows:
             cells = row_cells(row)
             table.add_row(*(cells[i] for i in TERMINAL_COLUMNS))
@@ -211,12 +249,16 @@ def markdown(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) 
                   f"- data: `{cfg['data']['source']}`, {cfg['data']['train_size']} train reviews, "
                   f"max length {cfg['data']['max_length']}, subset shuffle seed {cfg['data']['shuffle_seed']}"]
     spec = results["spec"]
+    names = class_names(results)
+    if len(names) > 2:  # binary reports read as they always have
+        lines.append(f"- classes: {', '.join(names)}")
+    f1 = f1_name(results)
     lines += [f"- methods: {', '.join(spec['methods'])}; seeds: {', '.join(map(str, spec['seeds']))}",
               f"- device: {env['device']}; torch threads: {env['torch_threads']}",
               "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
               f"- command: `{results['command']}`" if results.get("command") else "- command: (library call)",
               f"- created: {results['created']}", ""]
-    lines += ["Accuracy and F1: mean over seeds, with a 95% percentile bootstrap interval over test reviews "
+    lines += [f"Accuracy and {f1}: mean over seeds, with a 95% percentile bootstrap interval over test reviews "
               f"({spec['resamples']} resamples). Δ acc: this method minus {spec.get('baseline', 'full')} "
               "on the same reviews and seeds, with a paired bootstrap interval; McNemar: exact two-sided "
               "p-value, one per seed pair. Cost columns: mean ± sd over seeds; train MFU: model FLOPs "
@@ -228,7 +270,7 @@ def markdown(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) 
                   "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
         lines += ["| " + " | ".join(row_cells(row)) + " |" for row in rows]
         lines.append("")
-    lines += ["## Runs", "", "| run | status | accuracy | F1 | train s | train tokens/s | MFU | peak memory MiB | "
+    lines += ["## Runs", "", f"| run | status | accuracy | {f1} | train s | train tokens/s | MFU | peak memory MiB | "
               "dtype | processes |", "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     first_n = next(iter(summary), None)
     for r in results["runs"]:
@@ -322,9 +364,41 @@ def _random_weights(results: dict[str, Any]) -> bool:
     return bool(runs) and all(r["config"]["model"].get("random_init") for r in runs)
 
 
+def main_test_size(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]]) -> str | None:
+    """The test size the runs were trained with (their own test subset); without configs, the largest."""
+    for run in results["runs"]:
+        n = str(run["config"]["data"]["test_size"]) if "config" in run else None
+        if summary.get(n):
+            return n
+    return max((n for n, rows in summary.items() if rows), key=int, default=None)
+
+
+def confusion_plots(results: dict[str, Any], summary: dict[str, list[dict[str, Any]]],
+                    folder: Path) -> list[str]:
+    """confusion-<method>.png in `folder` for each method on the main test size: its confusion
+    matrices summed over its seeds, one picture per method however many seeds it has. Each row of
+    that size records its file as confusion_plot; returns the file names."""
+    n = main_test_size(results, summary)
+    if n is None:
+        return []
+    names = class_names(results)
+    written = []
+    for row in summary[n]:
+        path = folder / CONFUSION_FILE.format(label=row["label"])
+        seeds = len(row["seeds"])
+        confusion_matrix_png(row["confusion_matrix"], names, path,
+                             f"{_setting(results)}\n{row['label']}: {n} test reviews x {seeds} "
+                             f"seed{'s' if seeds > 1 else ''}")
+        row["confusion_plot"] = path.name
+        written.append(path.name)
+    return written
+
+
 def write_report(results: dict[str, Any], folder: Path) -> dict[str, list[dict[str, Any]]]:
-    """results.md and plot.png in `folder`; returns the summary they show."""
+    """results.md, plot.png and each method's confusion matrix in `folder`; returns the summary they
+    show."""
     summary = summarize(results)
     (folder / MARKDOWN_FILE).write_text(markdown(results, summary))
     plot(results, summary, folder / PLOT_FILE)
+    confusion_plots(results, summary, folder)
     return summary

@@ -31,8 +31,9 @@ from .data import load_splits
 from .dist import barrier, world
 from .errors import ConfigError, Interrupted, RunError
 from .flops import forward_flops, model_shape, training_flops, utilization
-from .loading import load_model
-from .metrics import Metrics, binary_metrics
+from .loading import load_model, model_labels
+from .labels import save_labels
+from .metrics import Metrics, classification_metrics
 from .modeling import (
     FROZEN_BASE_METHODS,
     BuiltModel,
@@ -45,6 +46,7 @@ from .modeling import (
     store_frozen_linears,
 )
 from .perf import device_name, peak_memory, reset_peak_memory
+from .plots import CONFUSION_FILE, confusion_matrix_png
 from .probe import check_precision, choose_precision, peak_flops
 from .rundir import (
     ADAPTER_DIR,
@@ -67,7 +69,7 @@ from .rundir import (
 )
 from .tokens import tokenize
 from .tracking import log_final
-from .train import TrainResult, predict_dataset, train, write_log
+from .train import TrainResult, class_weights, predict_dataset, train, write_log
 from .trainer_args import check_trackers_installed
 
 PACKAGES = ("peft-sentiment", "torch", "transformers", "peft", "datasets", "accelerate")
@@ -173,6 +175,7 @@ def run_training(
     check_trackers_installed(cfg.trainer)
     check_max_length(cfg.data.max_length, model_config(cfg.model), cfg.model.name)
     splits = load_splits(cfg.data)
+    weights = class_weights(cfg.train.class_weights, splits.train["label"], len(splits.labels.names))
     staging = partial_dir(output)
     me = world()  # under torchrun or accelerate launch every process trains; the main one writes
     if me.is_main:
@@ -191,9 +194,9 @@ def run_training(
             base_cfg = dataclasses.replace(cfg, model=dataclasses.replace(
                 cfg.model, name=str(saved_base), random_init=False, architecture=None, tokenizer=None,
                 tokenizer_vocab_size=None))
-            built = build_base(base_cfg, splits.train["text"])
+            built = build_base(base_cfg, splits.train["text"], splits.labels)
         else:
-            built = build_base(cfg, splits.train["text"])
+            built = build_base(cfg, splits.train["text"], splits.labels)
             if saved_base is not None and me.is_main:  # random base weights exist only here: keep them
                 built.base.save_pretrained(saved_base)
                 built.tokenizer.save_pretrained(saved_base)
@@ -215,23 +218,25 @@ def run_training(
         try:
             result = train(built.model, built.tokenizer, train_set, validation_set, cfg,
                            tmp / CHECKPOINTS_DIR, callbacks, resume_from=checkpoint,
-                           tensorboard_dir=tmp / TENSORBOARD_DIR)
+                           tensorboard_dir=tmp / TENSORBOARD_DIR, weights=weights)
         except Interrupted as err:
             raise Interrupted(f"{err}; resume with `peft-sentiment train --resume {output}`",
                               err.signum) from None
         memory = peak_memory(baseline)
         built.model.eval()
+        names = splits.labels.names
         validation = None
         with tempfile.TemporaryDirectory(prefix="peft-sentiment-") as work:
             if validation_set is not None:  # the kept model, on the reviews that chose it
                 found = predict_dataset(built.model, built.tokenizer, validation_set, cfg, Path(work))
-                validation = binary_metrics(found.labels.tolist(), found.preds.tolist())
+                validation = classification_metrics(found.labels.tolist(), found.preds.tolist(), names)
             # The test subset is read here, once, by the model training ended with.
             test_set = tokenize(splits.test, built.tokenizer, cfg.data.max_length)
             preds = predict_dataset(built.model, built.tokenizer, test_set, cfg, Path(work))
-        metrics = binary_metrics(preds.labels.tolist(), preds.preds.tolist())  # every review once
+        metrics = classification_metrics(preds.labels.tolist(), preds.preds.tolist(), names)  # every review once
         summary = _summary(cfg, splits, metrics, result, preds, memory, built, trainable, total, me.size,
                            precision, validation)
+        summary["class_weights"] = weights
         summary.update(throughput(built, train_set["length"], test_set["length"], cfg, result, preds.seconds,
                                   me.size, precision))
         if checkpoint is not None:
@@ -240,7 +245,11 @@ def run_training(
             return RunResult(output=output, metrics=metrics, train=result, trainable_params=trainable,
                              total_params=total, summary=summary)
         _save_model(built, cfg, tmp)
+        save_labels(splits.labels, tmp / (ADAPTER_DIR if cfg.saves_adapter else MODEL_DIR))
         write_json(summary, tmp / METRICS_FILE)
+        confusion_matrix_png(metrics.confusion_matrix, names, tmp / CONFUSION_FILE,
+                             f"{cfg.method}: {metrics.n} test reviews of {cfg.data.source}, "
+                             f"accuracy {metrics.accuracy:.4f}")
         write_json(_relative_paths(result.arguments, tmp), tmp / TRAINING_ARGS_FILE)
         log_final(tmp / TENSORBOARD_DIR, cfg, summary)
         write_log(result.log, tmp / LOG_FILE)
@@ -262,6 +271,7 @@ def _summary(cfg: RunConfig, splits: Any, metrics: Metrics, result: TrainResult,
         "validation": validation.to_dict() if validation is not None else None,
         "n_validation": len(splits.validation) if splits.validation is not None else 0,
         "validation_origin": splits.validation_origin or None,
+        "validation_dropped": splits.validation_dropped,  # repeats of training or test texts (drop_overlap)
         "kept": "best" if result.best_step is not None else "last",  # which epoch's weights were kept
         "best_step": result.best_step,
         "method": cfg.method,
@@ -379,22 +389,23 @@ def evaluate_run(
     from .onnx_backend import evaluate_export, is_export
 
     if path_exists(str(source), folder=True) and is_export(Path(source)):
-        data, labels, predicted, seconds = evaluate_export(Path(source), data)
-        return EvalResult(metrics=binary_metrics(labels, predicted), eval_seconds=seconds, source=str(source),
-                          data=data, labels=labels, preds=predicted)
+        data, label_set, labels, predicted, seconds = evaluate_export(Path(source), data)
+        return EvalResult(metrics=classification_metrics(labels, predicted, label_set.names), eval_seconds=seconds,
+                          source=str(source), data=data, labels=labels, preds=predicted)
     loaded = load_model(source)
     if data is None:
         if loaded.config is None:
             raise ConfigError(f"{source} is not a run folder: pass --data to say what to evaluate on")
         data = loaded.config.data
-    splits = load_splits(data, need_train=False)
+    label_set = model_labels(loaded)
+    splits = load_splits(data, need_train=False, labels=label_set)
     check_max_length(data.max_length, loaded.model.config, str(source))
     run_cfg = loaded.config if loaded.config is not None else RunConfig()
     test_set = tokenize(splits.test, loaded.tokenizer, data.max_length)
     with tempfile.TemporaryDirectory(prefix="peft-sentiment-") as work:
         preds = predict_dataset(loaded.model, loaded.tokenizer, test_set, run_cfg, Path(work))
     labels, predicted = preds.labels.astype(int).tolist(), preds.preds.astype(int).tolist()
-    return EvalResult(metrics=binary_metrics(labels, predicted), eval_seconds=preds.seconds,
+    return EvalResult(metrics=classification_metrics(labels, predicted, label_set.names), eval_seconds=preds.seconds,
                       source=str(source), data=data, labels=labels, preds=predicted)
 
 

@@ -43,6 +43,42 @@ def make_reviews(n: int, seed: int) -> list[dict[str, object]]:
     return rows
 
 
+# Graded sentiment for more than two classes: class strength decides which phrases a review holds.
+STRONG_POSITIVE = ["is a masterpiece", "deserves every award", "was superb and touching", "moved me deeply"]
+MILD_POSITIVE = ["was pleasant enough", "was fairly good", "had some nice moments", "was decent"]
+MILD_NEGATIVE = ["was a bit slow", "was somewhat weak", "had some dull parts", "was rather forgettable"]
+STRONG_NEGATIVE = ["was painfully bad", "was a waste of time", "should be forgotten", "was awful"]
+GRADES = {
+    3: [NEGATIVE, [], POSITIVE],
+    5: [STRONG_NEGATIVE, MILD_NEGATIVE, [], MILD_POSITIVE, STRONG_POSITIVE],
+}
+
+
+def make_graded_reviews(n: int, seed: int, classes: int = 3,
+                        shares: list[float] | None = None) -> list[dict[str, object]]:
+    """`n` reviews labelled 0..classes-1 (3: negative, neutral, positive; 5: very negative to very
+    positive); a neutral review holds no sentiment phrase. `shares`: each class's share of the
+    reviews (default equal), for imbalanced sets."""
+    if classes not in GRADES:
+        raise ValueError(f"classes must be one of {sorted(GRADES)}, got {classes}")
+    rng = random.Random(seed)
+    shares = shares or [1.0] * classes
+    counts = [int(n * w / sum(shares)) for w in shares]
+    for i in range(n - sum(counts)):
+        counts[i % classes] += 1
+    rows = []
+    for label, count in enumerate(counts):
+        pool = GRADES[classes][label]
+        for _ in range(count):
+            sentences = [f"{rng.choice(SUBJECTS).capitalize()} {rng.choice(pool)}." for _ in range(rng.randint(2, 3))
+                         ] if pool else []
+            sentences += rng.sample(NEUTRAL, rng.randint(1, 3))
+            rng.shuffle(sentences)
+            rows.append({"text": " ".join(sentences), "label": label})
+    rng.shuffle(rows)
+    return rows
+
+
 def write_smoke_data(folder: Path = SMOKE_DIR) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for split, n, seed in (("train", 400, 1), ("test", 100, 2), ("validation", 100, 3)):

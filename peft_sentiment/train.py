@@ -29,8 +29,8 @@ from transformers.trainer_utils import has_length
 
 from . import trainer_args
 from .config import RunConfig
-from .errors import Interrupted
-from .metrics import binary_metrics
+from .errors import ConfigError, Interrupted
+from .metrics import classification_metrics
 from .probe import choose_precision
 
 
@@ -75,9 +75,45 @@ def training_arguments(cfg: RunConfig, output_dir: Path, evaluate: bool) -> Trai
 
 def _compute_metrics(eval_pred) -> dict[str, float]:
     logits, labels = eval_pred
-    preds = np.asarray(logits).argmax(axis=-1)
-    m = binary_metrics(list(map(int, labels)), list(map(int, preds)))
-    return {"accuracy": m.accuracy, "f1": m.f1}
+    logits = np.asarray(logits)
+    preds = logits.argmax(axis=-1)
+    names = [str(i) for i in range(logits.shape[-1])]
+    m = classification_metrics(list(map(int, labels)), list(map(int, preds)), names)
+    return {"accuracy": m.accuracy, "f1": m.f1, "macro_f1": m.macro_f1}
+
+
+def class_weights(option: str, train_labels: Sequence[int], n_classes: int) -> list[float] | None:
+    """train.class_weights for the training labels: None for "none"; "balanced" gives each class
+    n / (classes * its count), so the weights average 1 over the training reviews (scikit-learn's rule);
+    "w1,w2,..." gives one weight per class, in class id order."""
+    if option == "none":
+        return None
+    if option == "balanced":
+        counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=n_classes)
+        missing = [i for i, c in enumerate(counts) if c == 0]
+        if missing:
+            raise ConfigError(f"train.class_weights=balanced: class {missing[0]} has no training review")
+        return [len(train_labels) / (n_classes * int(c)) for c in counts]
+    weights = [float(w) for w in option.split(",")]
+    if len(weights) != n_classes:
+        raise ConfigError(f"train.class_weights {option!r} gives {len(weights)} weights for {n_classes} classes")
+    return weights
+
+
+def weighted_cross_entropy(weights: Sequence[float]):
+    """The Trainer's loss with a weight per class: sum of weight(label) * cross-entropy over the
+    reviews, divided by the number of reviews in the step (the Trainer's num_items_in_batch, so
+    gradient accumulation sums the same way)."""
+    table = torch.tensor(list(weights), dtype=torch.float32)
+
+    def loss(outputs, labels, num_items_in_batch=None) -> torch.Tensor:
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        per_review = torch.nn.functional.cross_entropy(
+            logits.float(), labels, weight=table.to(logits.device), reduction="none")
+        count = num_items_in_batch if num_items_in_batch is not None else labels.numel()
+        return per_review.sum() / count
+
+    return loss
 
 
 class _Trainer(Trainer):
@@ -102,9 +138,10 @@ def make_trainer(
     train: Dataset | None = None,
     evaluation: Dataset | None = None,
     callbacks: Sequence[TrainerCallback] = (),
+    weights: Sequence[float] | None = None,
 ) -> Trainer:
     """A Trainer for `cfg`; with both data sets, `evaluation` (the validation subset) is evaluated
-    after every epoch."""
+    after every epoch. `weights`: one per class, for a weighted cross-entropy loss."""
     args = training_arguments(cfg, work_dir, evaluate=train is not None and evaluation is not None)
     trainer = _Trainer(
         model=model,
@@ -115,6 +152,7 @@ def make_trainer(
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=_compute_metrics,
         callbacks=list(callbacks),
+        compute_loss_func=weighted_cross_entropy(weights) if weights is not None else None,
     )
     trainer.remove_callback(PrinterCallback)  # the caller's callbacks report progress
     return trainer
@@ -168,18 +206,20 @@ def train(
     callbacks: Sequence[TrainerCallback] = (),
     resume_from: Path | None = None,
     tensorboard_dir: Path | None = None,
+    weights: Sequence[float] | None = None,
 ) -> TrainResult:
     """Fine-tune `model` in place, evaluating on `validation_set` after each epoch (when there is one)
     and, with train.keep_best or early stopping, ending on its best epoch; checkpoints go to
     `work_dir`. `resume_from`: a checkpoint of the same run (optimizer, scheduler, RNG and data
     order are restored by the Trainer). Raises `Interrupted` after a signal's checkpoint.
-    `tensorboard_dir`: where TensorBoard logs go when the trainer reports to it."""
+    `tensorboard_dir`: where TensorBoard logs go when the trainer reports to it. `weights`: class
+    weights of the loss (`class_weights`)."""
     stopper = StopOnSignal()
     extra: list[TrainerCallback] = []
     if cfg.train.early_stopping_patience is not None and validation_set is not None:
         extra.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     trainer = make_trainer(model, tokenizer, cfg, work_dir, train_set, validation_set,
-                           [stopper, *extra, *callbacks])
+                           [stopper, *extra, *callbacks], weights)
     if tensorboard_dir is not None:
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:

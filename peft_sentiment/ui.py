@@ -75,13 +75,36 @@ def metrics_table(title: str, metrics: Metrics, extra: dict[str, Any] | None = N
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    several = metrics.labels is not None and len(metrics.labels) > 2
+    which = " (macro)" if several else ""
     table.add_row("accuracy", f"{metrics.accuracy:.4f}")
-    table.add_row("f1", f"{metrics.f1:.4f}")
-    table.add_row("precision", f"{metrics.precision:.4f}")
-    table.add_row("recall", f"{metrics.recall:.4f}")
+    table.add_row(f"f1{which}", f"{metrics.f1:.4f}")
+    table.add_row(f"precision{which}", f"{metrics.precision:.4f}")
+    table.add_row(f"recall{which}", f"{metrics.recall:.4f}")
+    if metrics.macro_f1 is not None and not several:
+        table.add_row("macro f1", f"{metrics.macro_f1:.4f}")
+    if metrics.weighted_f1 is not None:
+        table.add_row("weighted f1", f"{metrics.weighted_f1:.4f}")
     table.add_row("test reviews", str(metrics.n))
     for key, value in (extra or {}).items():
         table.add_row(key, str(value))
+    return table
+
+
+def class_table(metrics: Metrics) -> Table | None:
+    """Per class: precision, recall, F1 and support, and the confusion matrix's row (predictions
+    across, by class number); None for metrics without class names."""
+    if metrics.labels is None:
+        return None
+    table = Table(title="per class; columns 0.. count the predictions of each class", header_style="bold")
+    table.add_column("class")
+    for name in ("precision", "recall", "f1", "support"):
+        table.add_column(name, justify="right")
+    for i in range(len(metrics.labels)):
+        table.add_column(str(i), justify="right", style="dim")
+    for i, (scores, row) in enumerate(zip(metrics.per_class, metrics.confusion_matrix)):
+        table.add_row(f"{i} {scores.label}", f"{scores.precision:.3f}", f"{scores.recall:.3f}", f"{scores.f1:.3f}",
+                      str(scores.support), *map(str, row))
     return table
 
 

@@ -71,10 +71,19 @@ CASES: dict[str, Case] = {
     "train-reserved-trainer-key": lambda t, r: (["train", "--recipe", "smoke", "--set",
                                                  "trainer.output_dir=/tmp/x"], 1,
                                                 ["trainer.output_dir is set by peft-sentiment"]),
-    "train-three-labels": lambda t, r: (
+    "train-test-label-not-a-training-class": lambda t, r: (
         ["train", "--recipe", "smoke", "--data",
          write_data_folder(t / "d", make_rows(40, labels=("neg", "neutral")), make_rows(20)), *SMALL], 1,
-        ["outside the two classes", "'neutral'"]),
+        ["test.jsonl", "20 label(s) in column 'label' are not classes the model was trained on: 0, 1",
+         "(classes: neg, neutral)"]),
+    "train-bad-labels-option": lambda t, r: (["train", "--recipe", "smoke", "--labels", "a,,b"], 1,
+                                             ["data.labels", "an empty name between commas"]),
+    "train-labels-option-does-not-fit": lambda t, r: (["train", "--recipe", "smoke", "--labels", "a,b,c"], 1,
+                                                      ["--labels names 3 classes but the data hold 2"]),
+    "train-bad-class-weights": lambda t, r: (["train", "--recipe", "smoke", "--class-weights", "1,x"], 1,
+                                             ["train.class_weights", "'1,x'"]),
+    "train-class-weights-count": lambda t, r: (["train", "--recipe", "smoke", "--class-weights", "1,2,3"], 1,
+                                               ["gives 3 weights for 2 classes"]),
     "train-empty-data": lambda t, r: (
         ["train", "--recipe", "smoke", "--data", write_data_folder(t / "d", [], make_rows(20)), *SMALL], 1,
         ["train.jsonl is empty"]),

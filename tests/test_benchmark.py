@@ -17,7 +17,7 @@ from conftest import REPO, assert_one_line_error, dot_entries, invoke
 from peft_sentiment import events
 from peft_sentiment.config import config_to_dict, load_config
 from peft_sentiment.errors import ConfigError
-from peft_sentiment.report import plot, summarize
+from peft_sentiment.report import confusion_plots, markdown, plot, summarize
 
 # ---------------------------------------------------------------- aggregation on fixed inputs
 
@@ -84,6 +84,44 @@ def test_plot_shows_accuracy_only_for_trained_weights(tmp_path: Path) -> None:
         run["config"] = {"model": {"name": "m", "random_init": True}, "data": {"train_size": 6}}
     assert plot(results, summarize(results), tmp_path / "b.png") == ["cost"]
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_binary_tables_read_as_before_with_or_without_class_names() -> None:
+    """Evaluations now record the class names and macro-F1; a binary report is the same with them."""
+    from sklearn.metrics import f1_score
+
+    old = _results()
+    for key, value in (("environment", {"device": "cpu", "torch_threads": 1, "versions": {}}),
+                       ("created", "2024-01-01"), ("command", None)):
+        old[key] = value
+    new = json.loads(json.dumps(old))
+    labels = new["test_sets"]["6"]["labels"]
+    for run in (r for r in new["runs"] if r["status"] == "ok"):
+        ev = run["evals"]["6"]
+        ev["macro_f1"] = f1_score(labels, ev["preds"], average="macro")
+        ev["labels"] = ["NEGATIVE", "POSITIVE"]
+    summary = summarize(new)
+    assert markdown(new, summary) == markdown(old, summarize(old))
+    assert "| F1 [95% CI] |" in markdown(new, summary) and "macro-F1" not in markdown(new, summary)
+    full = {row["label"]: row for row in summary["6"]}["full"]
+    # Seed 1 right on all six (macro-F1 1); seed 2 wrong on one positive: (4/5 + 6/7) / 2.
+    assert full["macro_f1"]["mean"] == pytest.approx((1 + (4 / 5 + 6 / 7) / 2) / 2)
+    assert "macro_f1" not in summarize(old)["6"][0]
+
+
+def test_confusion_plots_of_binary_runs_without_class_names(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from peft_sentiment import report
+
+    drawn: dict[str, tuple[Any, Any]] = {}
+    monkeypatch.setattr(report, "confusion_matrix_png",
+                        lambda matrix, names, path, title: drawn.setdefault(path.name, (matrix, names)))
+    results = _results()
+    assert confusion_plots(results, summarize(results), tmp_path) == ["confusion-full.png", "confusion-lora.png"]
+    # Summed over seeds 1 and 2, true down and predicted across. lora: both seeds call negative review
+    # 5 positive; they miss 2 and 1 positives. full: seed 2 misses one positive.
+    assert drawn["confusion-lora.png"] == ([[4, 2], [3, 3]], ["NEGATIVE", "POSITIVE"])
+    assert drawn["confusion-full.png"] == ([[6, 0], [1, 5]], ["NEGATIVE", "POSITIVE"])
 
 
 def test_summary_pairs_only_matching_seeds() -> None:
@@ -284,6 +322,8 @@ def test_benchmark_writes_every_output(bench: dict[str, Any]) -> None:
     out = bench["out"]
     results = json.loads((out / "results.json").read_text())
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in out.glob("confusion-*.png")) == ["confusion-smoke.png",
+                                                                    "confusion-smoke_full.png"]
     md = (out / "results.md").read_text()
     assert "## 100 test reviews" in md and "## 50 test reviews" in md
     assert "broken-seed1 | failed" in md
@@ -304,6 +344,7 @@ def test_benchmark_writes_every_output(bench: dict[str, Any]) -> None:
                     "eval_samples_per_second", "peak_memory_mib", "trainable_params", "trainable_share"):
             assert key in train, key
         assert train["seed"] == run["seed"]
+        assert run["evals"]["100"]["labels"] == ["NEGATIVE", "POSITIVE"]  # class names, not the reviews'
         assert run["upload_kind"] == ("model" if run["label"] == "smoke_full" else "adapter")
         folder = out / "runs" / run["name"] / run["upload_kind"]
         assert run["upload_bytes"] == sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

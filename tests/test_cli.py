@@ -210,16 +210,22 @@ def _missing_custom_column(t: Path):
             ["no column 'stars'"])
 
 
+def data_with_test(tmp_path: Path, test: list[dict[str, Any]]) -> Path:
+    return write_data_folder(tmp_path / "data", good_rows(60, 1), test)
+
+
+# A third label in the training split is a third class (tests/test_multiclass.py); in the test split
+# of a binary training set it is refused.
 def _label_two(t: Path):
-    folder = data_with_train(t, good_rows(60, 1) + [{"text": "so-so", "label": 2}])
+    folder = data_with_test(t, good_rows(30, 2) + [{"text": "so-so", "label": 2}])
     return (["--recipe", "smoke", "--data", str(folder), *SMALL], 1,
-            ["train.jsonl", "1 label(s) outside the two classes", "2"])
+            ["test.jsonl", "1 label(s) outside the two classes", "2"])
 
 
 def _label_neutral(t: Path):
-    rows = relabel(good_rows(60, 1), NEG_POS) + [{"text": "so-so", "label": "neutral"},
+    rows = relabel(good_rows(30, 2), NEG_POS) + [{"text": "so-so", "label": "neutral"},
                                                  {"text": "meh", "label": "neutral"}]
-    folder = data_with_train(t, rows)
+    folder = data_with_test(t, rows)
     return (["--recipe", "smoke", "--data", str(folder), *SMALL], 1,
             ["2 label(s) outside the two classes", "'neutral'"])
 
@@ -378,8 +384,8 @@ def test_errors_in_a_real_process(tmp_path: Path) -> None:
 
     Two fresh processes, run side by side: the console script and `python -m peft_sentiment`.
     """
-    rows = relabel(good_rows(60, 1), NEG_POS) + [{"text": "meh", "label": "neutral"}]
-    folder = data_with_train(tmp_path, rows)
+    rows = relabel(good_rows(30, 2), NEG_POS) + [{"text": "meh", "label": "neutral"}]
+    folder = data_with_test(tmp_path, rows)
     cases = [
         ([*_console_script(), "train", "--recipe", "smoke", "--data", str(folder), *SMALL,
           "-o", str(tmp_path / "o1")], 1, "outside the two classes"),

@@ -41,17 +41,19 @@ def write_recipe(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
 
 def test_shipped_recipes_are_the_repository_recipes() -> None:
     assert recipes_dir().resolve() == (REPO / "recipes").resolve()
-    assert available_recipes() == ["dora", "full", "head", "ia3", "lora", "qlora", "seed", "smoke"]
+    assert available_recipes() == ["dora", "full", "head", "ia3", "lora", "qlora", "seed", "smoke", "sst5-full",
+                                   "sst5-lora"]
 
 
-@pytest.mark.parametrize("name", ["full", "lora", "qlora", "dora", "ia3", "head", "seed", "smoke"])
+@pytest.mark.parametrize("name", ["full", "lora", "qlora", "dora", "ia3", "head", "seed", "smoke", "sst5-full",
+                                  "sst5-lora"])
 def test_every_shipped_recipe_loads_by_name_and_by_path(name: str) -> None:
     by_name = load_config(name)
     by_path = load_config(REPO / "recipes" / f"{name}.yaml")
     assert isinstance(by_name, RunConfig)
     assert by_name == by_path
     # The recipe file names its own method.
-    assert by_name.method == {"seed": "full", "smoke": "lora"}.get(name, name)
+    assert by_name.method == {"seed": "full", "smoke": "lora"}.get(name, name.removeprefix("sst5-"))
 
 
 def test_seed_recipe_is_the_blog_recipe_exactly() -> None:

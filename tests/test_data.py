@@ -214,17 +214,21 @@ def _cfg(folder: Path, **kw: Any) -> DataConfig:
 
 
 @pytest.mark.parametrize(
-    "bad_rows, fragments",
+    "bad_rows, where, fragments",
     [
-        ([{"text": "fine", "label": 2}], ["1 label(s) outside the two classes", "2"]),
-        ([{"text": "fine", "label": "neutral"}], ["'neutral'", "column 'label'"]),
-        ([{"text": "", "label": 1}, {"text": "   ", "label": 0}], ["2 empty text(s)"]),
-        ([{"text": None, "label": 1}], ["1 empty text(s)"]),
-        ([{"text": "fine", "label": 0.5}], ["outside the two classes"]),
-        ([{"text": "fine", "label": True}], ["outside the two classes"]),
+        # A third value in the training split is a third class; in the test split of a binary
+        # training set it is refused.
+        ([{"text": "fine", "label": 2}], "test", ["1 label(s) outside the two classes", "2"]),
+        ([{"text": "fine", "label": "neutral"}], "test", ["'neutral'", "column 'label'"]),
+        ([{"text": "", "label": 1}, {"text": "   ", "label": 0}], "train", ["2 empty text(s)"]),
+        ([{"text": None, "label": 1}], "train", ["1 empty text(s)"]),
+        ([{"text": "fine", "label": 0.5}], "test", ["outside the two classes"]),
+        ([{"text": "fine", "label": True}], "test", ["outside the two classes"]),
+        ([{"text": "fine", "label": 0.5}], "train", ["1 label(s) in column 'label' are not classes: 0.5"]),
+        ([{"text": "fine", "label": True}], "train", ["are not classes: False, True"]),  # a JSON column of booleans
     ],
 )
-def test_bad_rows_are_refused(tmp_path: Path, bad_rows: list[dict], fragments: list[str]) -> None:
+def test_bad_rows_are_refused(tmp_path: Path, bad_rows: list[dict], where: str, fragments: list[str]) -> None:
     rows = make_rows(20, seed=1)
     if isinstance(bad_rows[0]["label"], str):
         rows = [{"text": r["text"], "label": NEG_POS[r["label"]]} for r in rows]
@@ -232,11 +236,13 @@ def test_bad_rows_are_refused(tmp_path: Path, bad_rows: list[dict], fragments: l
         rows = [{"text": r["text"], "label": float(r["label"])} for r in rows]
     if isinstance(bad_rows[0]["label"], bool):
         rows = [{"text": r["text"], "label": bool(r["label"])} for r in rows]
-    folder = write_data_folder(tmp_path / "d", rows + bad_rows, make_rows(20, seed=2))
+    other = make_rows(20, seed=2)
+    train, test = (rows + bad_rows, other) if where == "train" else (other, rows + bad_rows)
+    folder = write_data_folder(tmp_path / "d", train, test)
     with pytest.raises(DataError) as info:
-        load_splits(_cfg(folder))
+        load_splits(_cfg(folder, test_size=21 if where == "test" else 10))
     message = str(info.value)
-    assert "train.jsonl" in message
+    assert f"{where}.jsonl" in message
     for fragment in fragments:
         assert fragment in message, message
 

@@ -26,7 +26,7 @@ from peft_sentiment.predict import load_pipeline, predict
 from peft_sentiment.rundir import load_run_config
 
 HEAD = ("pre_classifier", "classifier")  # DistilBERT's head, trained as modules_to_save
-MERGED_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", CHECK_FILE}
+MERGED_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "labels.json", CHECK_FILE}
 
 
 # ---------------------------------------------------------------- the run, trained once

@@ -259,11 +259,34 @@ def _seed(v: Any) -> bool:
 LONG = 2**63 - 1  # every integer field: what a C long holds
 
 
+def _class_weights(v: str) -> bool:
+    """none, balanced, or two or more positive finite numbers separated by commas."""
+    if v in ("none", "balanced"):
+        return True
+    try:
+        weights = [float(w) for w in v.split(",")]
+    except ValueError:
+        return False
+    return len(weights) >= 2 and all(math.isfinite(w) and w > 0 for w in weights)
+
+
+def _labels(v: str) -> bool:
+    """Names, or VALUE=NAME pairs (all or none), none empty, none twice (ignoring case)."""
+    parts = [p.strip() for p in v.split(",")]
+    pairs = ["=" in p for p in parts]
+    if any(pairs) and not all(pairs):
+        return False
+    columns = [[p.split("=", 1)[i].strip() for p in parts] for i in (0, 1)] if all(pairs) else [parts]
+    return all(all(items) and len({i.lower() for i in items}) == len(items) for items in columns)
+
+
 RANGES: dict[str, Any] = {
     **{f"data.{name}": _positive for name in ("train_size", "test_size", "max_length")},
     **{f"data.{name}": _named
        for name in ("source", "text_column", "label_column", "train_split", "test_split", "validation_split")},
     "data.validation_size": lambda v: v >= 0,
+    "data.labels": _labels,
+    "train.class_weights": _class_weights,
     "data.shuffle_seed": _seed,
     "model.name": _named,
     "model.architecture": lambda v: "model_type" in v,

@@ -27,10 +27,11 @@ from peft_sentiment.errors import ConfigError
 
 TOKEN = "hf_TESTTOKEN123"
 REPO = "acme/smoke-sentiment"
-ADAPTER_FILES = {"README.md", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json",
+# labels.json: the classes, which an adapter's weights do not carry (loading.adapter_labels reads it).
+ADAPTER_FILES = {"README.md", "adapter_config.json", "adapter_model.safetensors", "labels.json", "tokenizer.json",
                  "tokenizer_config.json"}
-MERGED_FILES = {"README.md", "config.json", "merge_check.json", "model.safetensors", "tokenizer.json",
-                "tokenizer_config.json"}
+MERGED_FILES = {"README.md", "config.json", "labels.json", "merge_check.json", "model.safetensors",
+                "tokenizer.json", "tokenizer_config.json"}
 
 
 # ---------------------------------------------------------------- runs
@@ -248,7 +249,7 @@ def test_push_merged_uploads_exactly_the_dry_run_folder(lora_run: Path, tmp_path
     dry = invoke(["push", run, "--repo-id", REPO, "--merged", "--dry-run"])
     assert dry.exit_code == 0, dry.output
     folder = run / "push-dry-run-merged"
-    assert dry.stdout.splitlines()[0] == f"dry run: nothing uploaded; 6 files for {REPO} in {folder}"
+    assert dry.stdout.splitlines()[0] == f"dry run: nothing uploaded; {len(MERGED_FILES)} files for {REPO} in {folder}"
     assert fake.calls == [] and fake.tokens == []  # type: ignore[attr-defined]  # no Hub client at all
     staged = folder_bytes(folder)
     assert set(staged) == MERGED_FILES
@@ -259,7 +260,7 @@ def test_push_merged_uploads_exactly_the_dry_run_folder(lora_run: Path, tmp_path
 
     pushed = invoke(["push", run, "--repo-id", REPO, "--merged"])
     assert pushed.exit_code == 0, pushed.output
-    assert pushed.stdout.splitlines()[0] == (f"pushed 6 files to {REPO}: "
+    assert pushed.stdout.splitlines()[0] == (f"pushed {len(MERGED_FILES)} files to {REPO}: "
                                              f"https://huggingface.co/{REPO}/commit/abc123")
     assert fake.tokens == [TOKEN]  # type: ignore[attr-defined]
     assert fake.names() == ["list_repo_files", "create_repo", "upload_folder"]  # one commit
@@ -480,3 +481,160 @@ def test_help() -> None:
     for command in ("merge", "push"):
         result = invoke([command, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.stdout
+
+
+# ---------------------------------------------------------------- ONNX exports
+
+ONNX_FILES = {"README.md", "model.onnx", "config.json", "export.json", "export_check.json", "labels.json",
+              "tokenizer.json", "tokenizer_config.json"}
+
+
+@pytest.fixture(scope="module")
+def onnx_export(lora_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real fp32 export of the smoke LoRA run, made once through the CLI as a user makes one."""
+    out = tmp_path_factory.mktemp("onnx") / "smoke-onnx"
+    result = invoke(["export", lora_run, "--format", "onnx", "-o", out])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def export_copy(onnx_export: Path, dest: Path) -> Path:
+    shutil.copytree(onnx_export, dest)
+    return dest
+
+
+def run_onnx_snippet(card: str, folder: Path) -> str:
+    """Run the card's Python example on `folder` as the downloaded repo; what it prints."""
+    import builtins
+    import contextlib
+    import io
+    import types
+
+    code = card.split("```python\n", 1)[1].split("```", 1)[0]
+    hub_stub = types.SimpleNamespace(snapshot_download=lambda repo_id: str(folder))
+
+    def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
+        return hub_stub if name == "huggingface_hub" else builtins.__import__(name, *args, **kwargs)
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(code, {"__builtins__": {**vars(builtins), "__import__": fake_import}})  # noqa: S102
+    return printed.getvalue()
+
+
+def test_push_onnx_dry_run_then_upload(onnx_export: Path, lora_run: Path, tmp_path: Path,
+                                       fake_hub: Callable[..., FakeHub], staging_tmp: Path) -> None:
+    export = export_copy(onnx_export, tmp_path / "export")
+    check = json.loads((export / "export_check.json").read_text())
+    fake = fake_hub(files={"main": [".gitattributes"]})
+    dry = invoke(["push", export, "--repo-id", REPO, "--format", "onnx", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    folder = export / "push-dry-run-onnx"
+    assert dry.stdout.splitlines()[0] == f"dry run: nothing uploaded; {len(ONNX_FILES)} files for {REPO} in {folder}"
+    assert dry.stdout.splitlines()[1].startswith("export check: max |logit diff| from PyTorch = ")
+    assert f"labels agree on {check['agreement']:.2%} of {check['n_texts']} texts" in dry.stdout
+    assert fake.calls == [] and fake.tokens == []  # type: ignore[attr-defined]
+    staged = folder_bytes(folder)
+    assert set(staged) == ONNX_FILES
+    assert staged["model.onnx"] == (export / "model.onnx").read_bytes()
+    for name in staged:
+        assert name in dry.stdout
+    for name, content in staged.items():  # no local folder is published
+        if name != "model.onnx":
+            assert str(tmp_path) not in content.decode() and str(lora_run.parent) not in content.decode(), name
+    assert json.loads(staged["export.json"])["source_run"] == lora_run.name
+    assert json.loads(staged["export_check.json"]) == check  # builtin:smoke texts: nothing to hide
+
+    card = ModelCard(staged["README.md"].decode())
+    assert card.data.library_name == "onnx" and card.data.pipeline_tag == "text-classification"
+    assert {"onnx", "lora", "peft-sentiment"} <= set(card.data.tags)
+    assert card.data.base_model is None  # the smoke base has random weights
+    by_metric = {r.metric_type: r.metric_value for r in card.data.eval_results}  # fp32, passed
+    metrics = json.loads((lora_run / "metrics.json").read_text())
+    assert by_metric == {"accuracy": metrics["accuracy"], "f1": metrics["f1"]}
+    text = card.text
+    for needle in ("An ONNX export of a binary sentiment classifier", "Weights: fp32", "## Export check",
+                   "| quantization | fp32 |",
+                   f"| largest \\|logit difference\\| from PyTorch | {check['max_abs_logit_diff']:.2g} (tolerance 0.001) |",
+                   f"| label agreement with PyTorch | {check['agreement']:.2%} (bar 99.5%) |",
+                   f"| texts checked | {check['n_texts']:,}, the test subset of builtin:smoke",
+                   "| merge check | max \\|merged - (base + adapter)\\|", "| result | passed |",
+                   "| F1 (POSITIVE) |", "ort.InferenceSession(", f'snapshot_download("{REPO}")',
+                   "AutoTokenizer.from_pretrained(folder)", "`input_ids`, `attention_mask`",
+                   f"hf download {REPO} --local-dir smoke-sentiment",
+                   'peft-sentiment predict smoke-sentiment "A wonderful film: the acting was brilliant." --backend onnx',
+                   "random weights", "## Limitations"):
+        assert needle in text, needle
+    assert "int8 layers kept in fp32" not in text and "did not pass" not in text
+    printed = run_onnx_snippet(text, folder)  # the example runs on the files pushed
+    assert yaml.safe_load(printed.replace("'", '"')) in (["NEGATIVE"], ["POSITIVE"])
+
+    pushed = invoke(["push", export, "--repo-id", REPO, "--format", "onnx"])
+    assert pushed.exit_code == 0, pushed.output
+    assert fake.tokens == [TOKEN]  # type: ignore[attr-defined]
+    assert fake.names() == ["list_repo_files", "create_repo", "upload_folder"]
+    assert fake.call("upload_folder")["commit_message"] == "Upload ONNX export (fp32) from peft-sentiment export export"
+    assert fake.uploaded == {**staged}  # the dry-run folder inside the export is not uploaded
+    assert_no_token(dry.output, pushed.output, staged["README.md"].decode())
+    assert list(staging_tmp.iterdir()) == []
+
+
+def test_push_onnx_refusals(onnx_export: Path, lora_run: Path, tmp_path: Path,
+                            fake_hub: Callable[..., FakeHub]) -> None:
+    fake = fake_hub(files={"main": [".gitattributes", "model.onnx"]})
+    assert_one_line_error(invoke(["push", lora_run, "--repo-id", REPO, "--format", "onnx", "--dry-run"]), 1,
+                          f"{lora_run} is not an ONNX export (it has no export.json)",
+                          "peft-sentiment export RUN --format onnx -o DIR")
+    assert not (lora_run / "push-dry-run-onnx").exists()
+    assert_one_line_error(invoke(["push", tmp_path / "nope", "--repo-id", REPO, "--format", "onnx"]), 1,
+                          "export folder not found")
+    assert_one_line_error(invoke(["push", onnx_export, "--repo-id", REPO, "--merged"]), 1,
+                          "is an ONNX export, not a run: push it with --format onnx")
+    assert_one_line_error(invoke(["push", onnx_export, "--repo-id", REPO, "--format", "onnx", "--merged"]), 2,
+                          "leave out --merged and --adapter-only")
+    assert_one_line_error(invoke(["push", onnx_export, "--repo-id", REPO, "--format", "onnx",
+                                  "--base-model-id", "distilbert/distilbert-base-uncased"]), 1,
+                          "made from random weights")
+    broken = export_copy(onnx_export, tmp_path / "broken")
+    (broken / "export_check.json").unlink()
+    assert_one_line_error(invoke(["push", broken, "--repo-id", REPO, "--format", "onnx", "--dry-run"]), 1,
+                          "has no export_check.json")
+    (broken / "model.onnx").unlink()
+    assert_one_line_error(invoke(["push", broken, "--repo-id", REPO, "--format", "onnx"]), 1, "model.onnx")
+    assert fake.calls == []
+    # A repo with files is not replaced without --overwrite.
+    assert_one_line_error(invoke(["push", onnx_export, "--repo-id", REPO, "--format", "onnx"]), 1,
+                          f"{REPO} already holds model.onnx", "--overwrite")
+    assert fake.names() == ["list_repo_files"]
+    assert not (onnx_export / "push-dry-run-onnx").exists()
+
+
+def test_onnx_card_int8_and_forced(onnx_export: Path, tmp_path: Path) -> None:
+    """The int8 figures of export_check.json (layers kept in fp32), and a forced export, in the card."""
+    from peft_sentiment.card import build_export_card
+
+    export = export_copy(onnx_export, tmp_path / "export")
+    meta = json.loads((export / "export.json").read_text())
+    meta["quantization"] = "int8"
+    (export / "export.json").write_text(json.dumps(meta))
+    check = json.loads((export / "export_check.json").read_text())
+    check.update(agreement=0.99, passed=False, forced=True, max_abs_logit_diff=0.0123, logit_tolerance=None)
+    check["int8"] = {"scheme": "onnxruntime dynamic quantization: int8 weights per output channel",
+                     "int8_layers": ["layer.0.lin1", "layer.1.lin1"], "fp32_layers": ["layer.0.lin2"],
+                     "unquantized_layers": ["classifier"], "chosen_on": "the first 256 texts of the run's training subset",
+                     "selection_agreement": 0.996, "all_int8_selection_agreement": 0.98}
+    (export / "export_check.json").write_text(json.dumps(check))
+    card = ModelCard(build_export_card(export, REPO, "acme/tiny-base"))
+    assert card.data.base_model == "acme/tiny-base"
+    assert "int8" in card.data.tags
+    assert card.data.eval_results is None  # the figures were measured on fp32 PyTorch, not on this model
+    text = card.text
+    for needle in ("| quantization | int8 (2 of 3 quantizable linear layers, 1 kept in fp32) |",
+                   "| largest \\|logit difference\\| from PyTorch | 0.012 |",
+                   "| label agreement with PyTorch | 99.00% (bar 99.5%) |",
+                   "| int8 layers kept in fp32 | `layer.0.lin2` |",
+                   ("the first 256 texts of the run's training subset: 98.00% agreement with every layer int8, "
+                    "99.60% with these kept"), "| linear layers onnxruntime does not quantize | `classifier` |",
+                   "**failed**: kept with `--force`", "This export did not pass its check",
+                   f"changed {round(0.01 * check['n_texts'])} of their {check['n_texts']:,} labels"):
+        assert needle in text, needle

@@ -7,14 +7,18 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from sklearn.metrics import confusion_matrix, f1_score
 
 from peft_sentiment.stats import (
     accuracy_rows,
     bootstrap_indices,
     bootstrap_interval,
+    confusion_counts,
     f1_rows,
+    macro_f1_rows,
     mcnemar,
     mean_std,
+    n_classes,
     paired_difference,
     percentile_interval,
 )
@@ -150,3 +154,97 @@ def test_mcnemar_p_value_is_the_exact_binomial_tail(b: int, c: int) -> None:
     assert (result.only_a, result.only_b) == (b, c)
     assert result.p_value == pytest.approx(float(exact), rel=1e-12, abs=0)
     assert mcnemar(labels, other, a).p_value == result.p_value  # symmetric to the last bit
+
+
+# ---------------------------------------------------------------- any number of classes
+
+
+@pytest.mark.parametrize("classes", [2, 3, 5])
+def test_f1_rows_match_scikit_learn_on_every_row(classes: int) -> None:
+    """Rows of 8 reviews: with 5 classes most rows lack some class in both labels and predictions,
+    and such a class still counts (F1 0) in the macro average, as with sklearn's labels=range(k)."""
+    rng = np.random.default_rng(classes)
+    labels = rng.integers(0, classes, size=(300, 8))
+    preds = np.where(rng.random((300, 8)) < 0.5, labels, rng.integers(0, classes, size=(300, 8)))
+    ids = list(range(classes))
+    macro = [f1_score(t, p, labels=ids, average="macro", zero_division=0) for t, p in zip(labels, preds)]
+    headline = macro if classes > 2 else [f1_score(t, p, pos_label=1, zero_division=0)
+                                          for t, p in zip(labels, preds)]
+    assert macro_f1_rows(labels, preds, classes) == pytest.approx(macro, abs=1e-12)
+    assert f1_rows(labels, preds, classes) == pytest.approx(headline, abs=1e-12)
+    assert min(headline) < max(headline)  # rows that differ, some of them 0
+
+
+def test_the_class_count_is_inferred_or_given() -> None:
+    labels, preds = np.array([0, 1, 2, 2]), np.array([0, 2, 2, 1])
+    assert n_classes(labels, preds) == 3 and n_classes(np.array([0, 0])) == 2
+    # Per class F1: 1, 0, 1/2; a fourth class that appears nowhere counts 0 when the caller says it exists.
+    assert f1_rows(labels, preds) == pytest.approx(1.5 / 3)
+    assert macro_f1_rows(labels, preds, 4) == pytest.approx(1.5 / 4)
+    with pytest.raises(ValueError, match="not a class id 0..2"):
+        macro_f1_rows(labels, np.array([0, 1, 3, 2]), 3)
+
+
+def test_binary_f1_is_the_positive_class_and_macro_f1_both_classes() -> None:
+    labels = np.array([1, 1, 0, 0, 1])
+    preds = np.array([1, 0, 0, 1, 1])  # class 1: 2 * 2 / (3 + 3); class 0: 2 * 1 / (2 + 2)
+    assert f1_rows(labels, preds) == f1_rows(labels, preds, 2) == pytest.approx(2 / 3)
+    assert macro_f1_rows(labels, preds) == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+def test_binary_intervals_do_not_depend_on_how_the_class_count_comes() -> None:
+    index = bootstrap_indices(4, 300, seed=2)
+    inferred = bootstrap_interval("f1", LABELS, PREDS[None, :], index)
+    assert bootstrap_interval("f1", LABELS, PREDS[None, :], index, classes=2) == inferred
+    # All-negative predictions on a resample imply one class; the interval still uses the binary F1.
+    assert bootstrap_interval("f1", np.zeros(4, int), np.zeros((1, 4), int), index) == (
+        bootstrap_interval("f1", np.zeros(4, int), np.zeros((1, 4), int), index, classes=2))
+
+
+@pytest.mark.parametrize("classes", [3, 5])
+def test_multiclass_bootstrap_and_paired_difference_match_scikit_learn(classes: int) -> None:
+    rng = np.random.default_rng(10 + classes)
+    n, seeds = 30, 2
+    labels = rng.integers(0, classes, size=n)
+    a = np.where(rng.random((seeds, n)) < 0.7, labels, rng.integers(0, classes, size=(seeds, n)))
+    b = np.where(rng.random((seeds, n)) < 0.4, labels, rng.integers(0, classes, size=(seeds, n)))
+    index = bootstrap_indices(n, 200, seed=classes)
+    ids = list(range(classes))
+
+    def macro(preds: np.ndarray, rows: np.ndarray) -> float:
+        return float(np.mean([f1_score(labels[rows], p[rows], labels=ids, average="macro", zero_division=0)
+                              for p in preds]))
+
+    samples_a, samples_b = (np.array([macro(p, rows) for rows in index]) for p in (a, b))
+    for metric in ("f1", "macro_f1"):  # the same with more than two classes
+        interval = bootstrap_interval(metric, labels, a, index, classes=classes)
+        assert interval.value == pytest.approx(macro(a, np.arange(n)))
+        assert (interval.low, interval.high) == pytest.approx(tuple(np.percentile(samples_a, [2.5, 97.5])))
+        diff = paired_difference(metric, labels, a, b, index, classes=classes)
+        assert diff.value == pytest.approx(macro(a, np.arange(n)) - macro(b, np.arange(n)))
+        expected = np.percentile(samples_a - samples_b, [2.5, 97.5])
+        assert (diff.low, diff.high) == pytest.approx(tuple(expected))
+
+
+def test_confusion_counts_sum_the_seeds() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, size=50)
+    preds = rng.integers(0, 4, size=(3, 50))
+    expected = sum(confusion_matrix(labels, p, labels=range(4)) for p in preds)
+    assert (confusion_counts(labels, preds, 4) == expected).all()
+    assert (confusion_counts(labels, preds[0], 4) == confusion_matrix(labels, preds[0], labels=range(4))).all()
+    with pytest.raises(ValueError, match="not a class id"):
+        confusion_counts(labels, preds, 3)
+
+
+def test_mcnemar_counts_right_and_wrong_answers_of_any_class() -> None:
+    # Three classes. A right where B is wrong: reviews 0 (B says 1), 3 (B says 0); B right where A is
+    # wrong: review 2 (A says 0). Both wrong on review 4, with different wrong classes: not discordant.
+    labels = [0, 1, 2, 2, 1, 0]
+    a = [0, 1, 0, 2, 2, 0]
+    b = [1, 1, 2, 0, 0, 0]
+    result = mcnemar(labels, a, b)
+    assert (result.only_a, result.only_b) == (2, 1)
+    assert result.p_value == 1.0  # 2 * (C(3,0) + C(3,1)) / 8 capped at 1
+    assert result.statistic == 0.0  # (|2 - 1| - 1)^2 / 3
+    assert mcnemar([2] * 6, [2] * 6, [0, 1, 0, 1, 0, 1]).p_value == pytest.approx(2 / 2**6)

@@ -117,14 +117,16 @@ def test_run_folder_files(smoke_run: CliRun) -> None:
     path = smoke_run.path
     top = {p.name for p in path.iterdir()}
     if smoke_run.method == "full":
-        assert top == {"config.yaml", "training_args.json", "metrics.json", "log.jsonl", "model"}
+        assert top == {"config.yaml", "training_args.json", "metrics.json", "log.jsonl", "confusion_matrix.png",
+                       "model"}
         files = {p.name for p in (path / "model").iterdir()}
-        assert {"model.safetensors", "config.json"} | TOKENIZER_FILES <= files
+        assert {"model.safetensors", "config.json", "labels.json"} | TOKENIZER_FILES <= files
         assert not any(f.endswith((".bin", ".pt")) for f in files)
     else:
-        assert top == {"config.yaml", "training_args.json", "metrics.json", "log.jsonl", "adapter", "base"}
+        assert top == {"config.yaml", "training_args.json", "metrics.json", "log.jsonl", "confusion_matrix.png",
+                       "adapter", "base"}
         files = {p.name for p in (path / "adapter").iterdir()}
-        assert {"adapter_model.safetensors", "adapter_config.json"} | TOKENIZER_FILES <= files
+        assert {"adapter_model.safetensors", "adapter_config.json", "labels.json"} | TOKENIZER_FILES <= files
         assert not any(f.endswith((".bin", ".pt")) for f in files)
         base = {p.name for p in (path / "base").iterdir()}
         assert {"model.safetensors", "config.json"} | TOKENIZER_FILES <= base
