@@ -73,6 +73,7 @@ def test_two_processes_predict_like_one(runs: dict[str, Path]) -> None:
         assert json.loads((runs[run] / "metrics.json").read_text())["accuracy"] >= 0.85
 
 
+@pytest.mark.slow  # 21 s; the two-process run folder test above keeps torchrun in the default suite
 def test_benchmark_launches_its_runs_through_torchrun(tmp_path: Path) -> None:
     from conftest import invoke
 

@@ -339,6 +339,7 @@ def run_measured(args: Sequence[Any], peak_file: Path, timeout: float = 240) -> 
     return proc.returncode, int(peak_file.read_text()), proc.stderr
 
 
+@pytest.mark.slow  # 45 s: two subprocesses over 10,000 and 100,000 lines; run with -m slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_memory_stays_bounded(smoke_full: CliRun, tmp_path: Path) -> None:
     """Peak RSS for 100,000 lines is that of 10,000 lines, give or take noise (reading the whole
