@@ -238,17 +238,19 @@ def adapter_labels(adapter_dir: Path | str) -> LabelSet:
     return BINARY
 
 
+def weights_dir(run_dir: Path) -> Path:
+    """A finished run's model/ (full fine-tuning, head) or adapter/ folder."""
+    return run_dir / (MODEL_DIR if (run_dir / MODEL_DIR).is_dir() else ADAPTER_DIR)
+
+
 def run_labels(run_dir: Path) -> LabelSet:
     """The classes of a finished run (the labels.json beside its weights)."""
-    folder = run_dir / (MODEL_DIR if (run_dir / MODEL_DIR).is_dir() else ADAPTER_DIR)
-    return labels_of_folder(folder)
+    return labels_of_folder(weights_dir(run_dir))
 
 
 def model_labels(loaded: "LoadedModel") -> LabelSet:
     """The classes of a loaded model: the labels.json saved with it, else its config's id2label."""
-    folder = Path(loaded.source)
-    if loaded.kind == "run":
-        folder = folder / (MODEL_DIR if (folder / MODEL_DIR).is_dir() else ADAPTER_DIR)
+    folder = weights_dir(Path(loaded.source)) if loaded.kind == "run" else Path(loaded.source)
     config = getattr(loaded.model, "config", None)
     return labels_of_folder(folder if folder.is_dir() else None, getattr(config, "id2label", None))
 

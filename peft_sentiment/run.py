@@ -32,7 +32,7 @@ from .dist import barrier, world
 from .errors import ConfigError, Interrupted, RunError
 from .flops import forward_flops, model_shape, training_flops, utilization
 from .loading import load_model, model_labels
-from .labels import save_labels
+from .labels import LabelSet, save_labels
 from .metrics import Metrics, classification_metrics
 from .modeling import (
     FROZEN_BASE_METHODS,
@@ -244,8 +244,7 @@ def run_training(
         if not me.is_main:
             return RunResult(output=output, metrics=metrics, train=result, trainable_params=trainable,
                              total_params=total, summary=summary)
-        _save_model(built, cfg, tmp)
-        save_labels(splits.labels, tmp / (ADAPTER_DIR if cfg.saves_adapter else MODEL_DIR))
+        _save_model(built, cfg, tmp, splits.labels)
         write_json(summary, tmp / METRICS_FILE)
         confusion_matrix_png(metrics.confusion_matrix, names, tmp / CONFUSION_FILE,
                              f"{cfg.method}: {metrics.n} test reviews of {cfg.data.source}, "
@@ -374,10 +373,11 @@ def absolute_local_paths(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, model=model, data=data)
 
 
-def _save_model(built: BuiltModel, cfg: RunConfig, run_dir: Path) -> None:
+def _save_model(built: BuiltModel, cfg: RunConfig, run_dir: Path, labels: LabelSet) -> None:
     target = run_dir / (ADAPTER_DIR if cfg.saves_adapter else MODEL_DIR)
     built.model.save_pretrained(target)  # safetensors; for PEFT, the adapter and the head
     built.tokenizer.save_pretrained(target)
+    save_labels(labels, target)  # the class names and the values that stand for them in the data
 
 
 def evaluate_run(
