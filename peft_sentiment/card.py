@@ -292,6 +292,8 @@ def _training(cfg: RunConfig, metrics: dict[str, Any], run_dir: Path, merge: Mer
     rows += [
         ("precision", f"{t.precision} (computed in {metrics.get('compute_dtype', t.precision)})"),
         ("max length", f"{cfg.data.max_length} tokens"),
+        ("truncation", cfg.data.truncation + (f" ({cfg.data.head_tokens} head tokens)"
+                                              if cfg.data.truncation == "head+tail" else "")),
         ("training reviews", f"{metrics['n_train']:,} (`shuffle(seed={cfg.data.shuffle_seed})`)"),
         ("seed", str(t.seed)),
     ]
@@ -328,8 +330,24 @@ def _usage(cfg: RunConfig, kind: Kind, repo_id: str, base_model_id: str | None, 
             f"classifier = pipeline(\"text-classification\", model=\"{repo_id}\", truncation=True)\n"
         )
         note = f"The tokenizer truncates to {length} tokens, the length used in training."
+    if cfg.data.truncation == "head+tail":
+        note += (" The model was trained on the start and end of long reviews (head+tail): a plain pipeline "
+                 "reads their start only, `peft_sentiment.load_pipeline` reads them as in training.")
     code += f"classifier(\"A wonderful film: the acting was brilliant.\")  # {example_output(labels)}\n"
     return f"## How to use\n\n```python\n{code}```\n\n{note}\n"
+
+
+def truncation_sentence(strategy: str, head_tokens: int, max_length: int) -> str:
+    """What a model reads of a review longer than `max_length` tokens, for the Limitations."""
+    if strategy == "tail":
+        return (f"Reviews are truncated to their last {max_length} tokens (the tokenizer's `truncation_side` is "
+                "`left`, which a plain pipeline follows), so a long review is judged on its ending.")
+    if strategy == "head+tail":
+        return (f"A review longer than {max_length} tokens is read as its first {head_tokens} tokens and as many "
+                "of its last as fit (head+tail), in training and by `peft_sentiment` (`load_pipeline`, "
+                "`predict`, `serve`); a plain `pipeline` reads its start only. To read texts as in training "
+                f"elsewhere, cut them first with `peft_sentiment.truncation.cut(tokenizer, texts, {max_length})`.")
+    return f"Reviews are truncated to {max_length} tokens, so a long review is judged on its beginning."
 
 
 def _label_arguments(labels: LabelSet) -> str:
@@ -352,8 +370,7 @@ def _limitations(cfg: RunConfig, metrics: dict[str, Any], base_model_id: str | N
     n = metrics["n_test"]
     items = [
         "Trained and tested on English movie reviews only; other domains and languages are untested.",
-        (f"Reviews are truncated to {cfg.data.max_length} tokens, so a long review is judged on its "
-         "beginning."),
+        truncation_sentence(cfg.data.truncation, cfg.data.head_tokens, cfg.data.max_length),
         f"Trained on a small subset: {metrics['n_train']:,} reviews.",
         (f"Tested on {n:,} reviews: the 95% interval on accuracy is about "
          f"±{100 * ci95(metrics['accuracy'], n):.1f} points (1.96·√(acc·(1−acc)/n)), so small "
@@ -609,8 +626,7 @@ def _export_limitations(meta: dict[str, Any], check: dict[str, Any]) -> str:
     metrics = meta.get("test_metrics") or {}
     items = [
         "Trained and tested on English movie reviews only; other domains and languages are untested.",
-        (f"Reviews are truncated to {meta['max_length']} tokens, so a long review is judged on its "
-         "beginning."),
+        truncation_sentence(meta.get("truncation", "head"), meta.get("head_tokens", 0), meta["max_length"]),
     ]
     if {"accuracy", "n_test"} <= set(metrics):
         n = metrics["n_test"]

@@ -25,7 +25,9 @@ logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 # Every recipe key with an option of its own, from the config's one schema (config.cli_options);
 # --set KEY=VALUE reaches the rest, and --set trainer.KEY=VALUE any TrainingArguments field.
 OPTIONS = cli_options()
-DATA_OPTIONS = [o for o in OPTIONS if o.key.startswith("data.")]
+# evaluate's options: the data's, but how a long review is truncated is the model's own (in its tokenizer)
+DATA_OPTIONS = [o for o in OPTIONS
+                if o.key.startswith("data.") and o.key not in ("data.truncation", "data.head_tokens")]
 BENCHMARK_OPTIONS = [o for o in OPTIONS if o.key != "train.seed"]  # seeds come from --seeds
 
 

@@ -78,6 +78,11 @@ class DataConfig:
     # Selects the subset: shuffle(seed).select(range(n)), apart from train.seed.
     shuffle_seed: int = opt(42, "--shuffle-seed", "Seed of the subset shuffle (not the training seed).")
     max_length: int = opt(512, "--max-length", "Maximum tokens per review; longer ones are truncated.")
+    # Which tokens of a longer review are read, in training and in every prediction (truncation.py).
+    truncation: Literal["head", "tail", "head+tail"] = opt(
+        "head", "--truncation", "Tokens kept of a review longer than --max-length: its start (head), its end "
+        "(tail), or --head-tokens from its start and the rest from its end (head+tail).")
+    head_tokens: int = opt(128, "--head-tokens", "head+tail: tokens kept from a long review's start.")
 
     def __post_init__(self) -> None:
         for name in ("train_size", "test_size", "max_length"):
@@ -85,6 +90,11 @@ class DataConfig:
             if value <= 0:
                 raise ConfigError(f"data.{name} must be positive, got {value}")
         check_seed(self.shuffle_seed, "data.shuffle_seed")
+        if self.head_tokens <= 0:
+            raise ConfigError(f"data.head_tokens must be positive, got {self.head_tokens}")
+        if self.truncation == "head+tail" and self.head_tokens >= self.max_length - 2:
+            raise ConfigError(f"data.head_tokens {self.head_tokens} leaves no room for a review's end in "
+                              f"data.max_length {self.max_length}: choose fewer than {self.max_length - 2}")
         if self.labels is not None:
             from .labels import parse_option
 

@@ -291,6 +291,8 @@ def _metadata(run_dir: Path, cfg: RunConfig, quantize: str, names: Sequence[str]
                                         else ""),
         "merged": merge is not None,
         "max_length": cfg.data.max_length,
+        "truncation": cfg.data.truncation,  # also in the tokenizer files; head+tail is cut before tokenizing
+        "head_tokens": cfg.data.head_tokens,
         "inputs": list(names),
         "outputs": ["logits"],
         "test_metrics": {k: metrics[k] for k in ("accuracy", "f1", "precision", "recall", "n_test")

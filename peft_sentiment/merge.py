@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
+from . import truncation
 from .config import RunConfig, looks_like_path, path_exists
 from .data import load_splits
 from .errors import ModelError, PeftSentimentError, RunError
@@ -197,7 +198,8 @@ def check_texts(cfg: RunConfig, labels: LabelSet) -> tuple[list[str], str]:
 
 def _encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int,
             batch_size: int) -> list[dict[str, torch.Tensor]]:
-    return [tokenizer(list(texts[i:i + batch_size]), truncation=True, max_length=max_length,
+    texts = truncation.cut(tokenizer, texts, max_length)
+    return [tokenizer(texts[i:i + batch_size], truncation=True, max_length=max_length,
                       padding=True, return_tensors="pt")
             for i in range(0, len(texts), batch_size)]
 

@@ -20,6 +20,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from . import truncation
 from .config import (
     Ia3Config,
     LoraConfig,
@@ -30,8 +31,8 @@ from .config import (
     looks_like_path,
     path_exists,
 )
-from .labels import BINARY, LabelSet
 from .errors import ConfigError, ModelError, first_line
+from .labels import BINARY, LabelSet
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def build_base(cfg: RunConfig, train_texts: Iterable[str] | None = None, labels:
 
     set_seed(cfg.train.seed)  # before any random init: the head and LoRA A are drawn here
     tokenizer = load_tokenizer(cfg.model, train_texts)
+    truncation.configure(tokenizer, cfg.data.truncation, cfg.data.head_tokens)  # saved with the tokenizer
     quant = cfg.quant if cfg.method == "qlora" and not cfg.model.builds_new_weights else None
     base, new_modules = _load_base(cfg.model, tokenizer, labels, quant, cfg.train.attention_dropout)
     head = head_modules(base.config.model_type, new_modules, base)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from . import truncation
 from .config import DataConfig, build
 from .errors import ConfigError, ModelError, first_line
 from .labels import LabelSet, labels_of_folder
@@ -114,7 +115,8 @@ def inference_session(path: Path, threads: int | None = None) -> Any:
 def encode(tokenizer: Any, texts: Sequence[str], max_length: int,
            names: Sequence[str]) -> dict[str, np.ndarray]:
     """One padded batch of the graph's inputs, truncated at `max_length` as in training."""
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="np")
+    enc = tokenizer(truncation.cut(tokenizer, texts, max_length), truncation=True, max_length=max_length,
+                    padding=True, return_tensors="np")
     return {name: enc[name].astype(np.int64) for name in names}
 
 

@@ -14,11 +14,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import torch
-from transformers import Pipeline, pipeline
+from transformers import Pipeline, TextClassificationPipeline, pipeline
 
+from . import truncation
 from .config import expand_path, path_exists
 from .errors import ConfigError, DataError, RunError
 from .loading import load_model
@@ -77,9 +78,21 @@ def load_pipeline(source: str | Path, max_length: int | None = None, precision: 
     elif max_length is None:
         # A merged model's tokenizer records its training length; others have 512 or no limit.
         max_length = min(loaded.tokenizer.model_max_length, 512)
-    # Reviews run past 512 tokens: truncate, as in training.
+    # Reviews run past 512 tokens: truncate, as in training (the tokenizer's rule; head+tail by ReviewPipeline).
     return pipeline("text-classification", model=model, tokenizer=loaded.tokenizer,
-                    trust_remote_code=loaded.trust_remote_code, truncation=True, max_length=max_length)
+                    trust_remote_code=loaded.trust_remote_code, truncation=True, max_length=max_length,
+                    pipeline_class=ReviewPipeline)
+
+
+class ReviewPipeline(TextClassificationPipeline):
+    """The text-classification pipeline, with a review too long for head+tail truncation cut to its
+    head and tail first (truncation.cut), as in training; head and tail truncate in the tokenizer."""
+
+    def preprocess(self, inputs: Any, **tokenizer_kwargs: Any) -> Any:
+        if isinstance(inputs, str):
+            limit = tokenizer_kwargs.get("max_length") or self.tokenizer.model_max_length
+            inputs = truncation.cut(self.tokenizer, [inputs], limit)[0]
+        return super().preprocess(inputs, **tokenizer_kwargs)
 
 
 def max_length(pipe: Classifier) -> int | None:
@@ -95,7 +108,9 @@ def max_length(pipe: Classifier) -> int | None:
 def truncation_note(pipe: Classifier, first: Prediction) -> str:
     """The one note line for the first truncated prediction."""
     where = f" (first at line {first.line})" if first.line is not None else ""
-    return f"note: texts longer than {max_length(pipe)} tokens are truncated{where}"
+    limit = max_length(pipe)
+    kept = truncation.of(pipe.tokenizer).describe(limit, pipe.tokenizer.num_special_tokens_to_add(pair=False))
+    return f"note: texts longer than {limit} tokens are truncated to their {kept}{where}"
 
 
 def predict(pipe: Classifier, texts: Iterable[str], batch_size: int = BATCH_SIZE) -> list[Prediction]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from datasets import Dataset, load_from_disk
 from transformers import PreTrainedTokenizerBase
 
+from . import truncation
 from .probe import CACHE_ENV, cache_dir
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,9 @@ FORMAT = 1  # bump when what is stored changes
 
 def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int,
              cache: bool = True) -> Dataset:
-    """Token ids for each review, truncated to `max_length`, with its `length` (for length-grouped
-    batches); padding happens per batch. Served from the cache when this exact input was seen."""
+    """Token ids for each review, truncated to `max_length` by the tokenizer's rule (truncation.py), with
+    its `length` (for length-grouped batches); padding happens per batch. Served from the cache when
+    this exact input was seen."""
     root = tokenized_cache() if cache else None
     if root is None:
         return _encode(dataset, tokenizer, max_length)
@@ -74,7 +76,7 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
         digest.update(json.dumps(definition, sort_keys=True).encode())
     else:
         digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
-    digest.update(json.dumps({"side": tokenizer.truncation_side,
+    digest.update(json.dumps({"side": tokenizer.truncation_side, "rule": str(truncation.of(tokenizer)),
                               "special": [str(t) for t in tokenizer.all_special_tokens]}).encode())
     return digest.hexdigest()
 
@@ -89,7 +91,8 @@ def data_fingerprint(dataset: Dataset) -> str:
 
 def _encode(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:
     def encode(batch: dict[str, list]) -> dict[str, list]:
-        encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        texts = truncation.cut(tokenizer, batch["text"], max_length)  # head+tail; the rest truncate here
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
         return encoded
 

@@ -88,9 +88,11 @@ POLL_SECONDS = 0.2  # how often a running trial's events are read
 MAX_FAILURES_IN_A_ROW = 3  # then the recipe itself is likely broken: stop and say so
 # Trials must be compared on the same validation reviews, and a seed is not a hyperparameter.
 FIXED_KEYS = {
-    "data": "it changes which reviews validate the trials (only data.max_length may be tuned)",
+    "data": "it changes which reviews validate the trials (only how much of a review is read may be tuned: "
+            "data.max_length, data.truncation, data.head_tokens)",
     "train.seed": "tuning the seed picks a lucky draw, not a better recipe",
 }
+READING_KEYS = ("data.max_length", "data.truncation", "data.head_tokens")  # the data keys a trial may vary
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,7 @@ def plan(spec: TuneSpec) -> TunePlan:
 
 def _check_tunable(key: str, methods: Sequence[str], overrides: dict[str, Any]) -> None:
     for fixed, why in FIXED_KEYS.items():
-        if (key == fixed or key.startswith(fixed + ".")) and key != "data.max_length":
+        if (key == fixed or key.startswith(fixed + ".")) and key not in READING_KEYS:
             raise ConfigError(f"tune.{key} cannot be tuned: {why}")
     section = key.split(".")[0]
     used = {"lora": set(LORA_METHODS), "ia3": {"ia3"}, "quant": {"qlora"}}.get(section)

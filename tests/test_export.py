@@ -289,7 +289,7 @@ def test_predict_onnx_equals_torch(kind: str, exports: dict[str, Any], tmp_path:
     expected = invoke(["predict", run, "--backend", "torch", "--precision", "fp32", "--json"], input=stdin)
     assert_same_predictions(got.stdout, expected.stdout)
     assert [r["line"] for r in json_rows(got.stdout)] == [1, 2, 3, 5, 6, 7, 8]
-    assert "note: texts longer than 64 tokens are truncated (first at line 5)" in got.stderr
+    assert "note: texts longer than 64 tokens are truncated to their start (first at line 5)" in got.stderr
     plain = invoke(["predict", result.output, "--file", file]).stdout.splitlines()
     assert [line.split("\t")[2] for line in plain] == [r["text"] for r in json_rows(got.stdout)]
 

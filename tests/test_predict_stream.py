@@ -212,7 +212,7 @@ def test_truncation_note_once(smoke_full: CliRun, tmp_path: Path) -> None:
     result = invoke(["predict", smoke_full.path, "--file", file, "--chunk-size", "2"])
     assert result.exit_code == 0, result.output
     assert notes(result.stderr) == [
-        f"note: texts longer than {SMOKE_MAX_LENGTH} tokens are truncated (first at line 3)"]
+        f"note: texts longer than {SMOKE_MAX_LENGTH} tokens are truncated to their start (first at line 3)"]
     assert len(result.stdout.splitlines()) == 5
 
 
@@ -221,7 +221,7 @@ def test_no_truncation_note_for_short_texts(smoke_full: CliRun) -> None:
     assert result.exit_code == 0, result.output
     assert notes(result.stderr) == []
     result = invoke(["predict", smoke_full.path, "good", LONG_TEXT])
-    assert notes(result.stderr) == [f"note: texts longer than {SMOKE_MAX_LENGTH} tokens are truncated"]
+    assert notes(result.stderr) == [f"note: texts longer than {SMOKE_MAX_LENGTH} tokens are truncated to their start"]
 
 
 def test_invalid_utf8_is_one_line_error(smoke_full: CliRun, tmp_path: Path) -> None:

@@ -281,7 +281,7 @@ def _labels(v: str) -> bool:
 
 
 RANGES: dict[str, Any] = {
-    **{f"data.{name}": _positive for name in ("train_size", "test_size", "max_length")},
+    **{f"data.{name}": _positive for name in ("train_size", "test_size", "max_length", "head_tokens")},
     **{f"data.{name}": _named
        for name in ("source", "text_column", "label_column", "train_split", "test_split", "validation_split")},
     "data.validation_size": lambda v: v >= 0,
@@ -313,6 +313,7 @@ def _exists(name: str) -> bool:
 
 
 SECTION_RULES: dict[str, Any] = {  # rules across the fields of one section, on its plain dict
+    "data": lambda d: d["truncation"] != "head+tail" or d["head_tokens"] < d["max_length"] - 2,
     "model": lambda m: m["architecture"] is None or not _exists(m["name"]),
     "ia3": lambda s: (s["target_modules"] is None) == (s["feedforward_modules"] is None) and (
         s["target_modules"] is None or set(s["feedforward_modules"]) <= set(s["target_modules"])),
