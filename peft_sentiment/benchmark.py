@@ -472,9 +472,11 @@ def _run_figures(output: Path, run: PlannedRun, spec: BenchmarkSpec,
         if not path.is_file():
             return {**figures, "status": "missing", "error": f"no evaluation on {n} test reviews"}
         ev = json.loads(path.read_text())
-        labels = ev.pop("labels")  # per review: written over the class names (labels) of the metrics
-        if ev.get("per_class"):  # the names again, under the key `evaluate --json` gives them
-            ev["labels"] = [c["label"] for c in ev["per_class"]]
+        labels = ev.pop("label_ids", None)  # the true class of each review
+        if labels is None:  # saved before label_ids: the reviews' classes stood under `labels`, over the names
+            labels = ev.pop("labels")
+            if ev.get("per_class"):
+                ev["labels"] = [c["label"] for c in ev["per_class"]]
         known = test_sets.setdefault(str(n), labels)
         if known != labels:
             raise RunError(f"{path}: its test labels differ from the other runs' on {n} reviews; "

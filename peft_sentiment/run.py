@@ -106,8 +106,8 @@ class EvalResult:
             "eval_seconds": round(self.eval_seconds, 3),
             "eval_samples_per_second": round(self.samples_per_second, 3),
         }
-        if per_review:
-            out["labels"] = self.labels
+        if per_review:  # class ids per review; `labels` holds the class names
+            out["label_ids"] = self.labels
             out["preds"] = self.preds
         return out
 

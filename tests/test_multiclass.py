@@ -263,8 +263,11 @@ def test_predict_and_merged_pipeline_say_the_names(graded_run: tuple[int, Path],
     pipe = pipeline("sentiment-analysis", model=str(merged), tokenizer=str(merged))
     assert [p["label"] for p in pipe(texts)] == labels
     evaluated = json.loads(invoke(["evaluate", merged, "--data", run.parent / "data", "--test-size", 100,
-                                   "--max-length", 64, "--json"]).stdout)
+                                   "--max-length", 64, "--json", "--save-predictions", tmp_path / "p.json"]).stdout)
     assert evaluated["labels"] == names
+    saved = json.loads((tmp_path / "p.json").read_text())
+    assert saved["labels"] == names and len(saved["label_ids"]) == len(saved["preds"]) == 100
+    assert sum(a == b for a, b in zip(saved["label_ids"], saved["preds"])) / 100 == pytest.approx(saved["accuracy"])
     assert evaluated["accuracy"] == pytest.approx(json.loads((run / "metrics.json").read_text())["accuracy"])
 
 
