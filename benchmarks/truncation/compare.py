@@ -72,7 +72,7 @@ def main() -> None:
 
     shares = long_shares(args.data, args.tokenizer, args.train_size) if args.tokenizer else []
     cfg = DataConfig(source=str(args.data), train_size=args.train_size, test_size=100,
-                     validation_size=args.validation_size)
+                     validation_size=args.validation_size, drop_overlap=True)  # IMDb repeats a few reviews
     splits = load_splits(cfg)
     validation = splits.validation
     texts, labels = list(validation["text"]), np.asarray(validation["label"])
@@ -111,14 +111,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(
         {"command": " ".join(sys.argv), "environment": env, "validation": {"n": len(labels), "long": int(long.sum()),
-         "labels": labels.tolist(), "origin": splits.validation_origin},
+         "labels": labels.tolist(), "origin": splits.validation_origin, "dropped": splits.validation_dropped},
          "long_shares": shares, "table": rows, "runs": results}, indent=1))
     lines = [f"Reviews over {LIMIT} tokens (special tokens included):", "",
              "| tokenizer | reviews | n | over 512 | share | median tokens | 90th percentile |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {Path(s['tokenizer']).name} | {s['reviews']} | {s['n']:,} | {s['over_limit']:,} | {s['share']:.1%} | "
               f"{s['median_tokens']:.0f} | {s['p90_tokens']:.0f} |" for s in shares]
     about = (f"Validation: {len(labels):,} reviews, {splits.validation_origin} (seed protocol order), "
-             f"{int(long.sum())} of them longer than {limit} tokens. "
+             f"{int(long.sum())} of them longer than {limit} tokens ({splits.validation_dropped} left out for "
+             "repeating a training or test review). "
              f"Paired differences to {args.baseline}.")
     header = (f"| truncation | accuracy [95% CI] | Δ vs {args.baseline} [95% CI] | McNemar p (right only here / "
               "only there) | accuracy, long reviews | accuracy, the rest |")
