@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from . import truncation
 from .config import expand_path, path_exists
 from .errors import ConfigError, first_line
 
@@ -351,8 +352,8 @@ def create_app(source: str | Path, backend: str | None = None, precision: str = 
         def run_model(texts: list[str]) -> list[Any]:
             return predict(pipe, texts, batch_size=len(texts))  # the whole batch in one forward pass
 
-        app.state.info = {"source": str(source), **describe_source(source, pipe),
-                          "max_length": max_length(pipe), "limits": config.limits()}
+        app.state.info = {"source": str(source), **describe_source(source, pipe), "max_length": max_length(pipe),
+                          "truncation": truncation.of(pipe.tokenizer).strategy, "limits": config.limits()}
         async with MicroBatcher(run_model, config.max_batch, config.max_wait_ms / 1000) as batcher:
             app.state.batcher = batcher
             try:

@@ -358,7 +358,7 @@ def test_an_onnx_export_is_served_as_predict_runs_it(onnx_export: Path, lora_run
     assert info["base_model"] == metadata["base_model"]
     assert info["test_metrics"] == {k: metrics[k]
                                     for k in ("accuracy", "f1", "precision", "recall", "n_test")}
-    assert info["labels"] == ["NEGATIVE", "POSITIVE"] and info["max_length"] == 64
+    assert info["labels"] == ["NEGATIVE", "POSITIVE"] and info["max_length"] == 64 and info["truncation"] == "head"
 
 
 def test_info_of_an_adapter_folder_comes_from_its_adapter_config(lora_run: Path) -> None:
