@@ -77,7 +77,9 @@ class BenchmarkSpec:
         for items, what in ((labels, "method"), (list(self.seeds), "seed")):
             repeated = sorted({str(x) for x in items if items.count(x) > 1})
             if repeated:
-                raise ConfigError(f"{what} given twice: {', '.join(repeated)}")
+                raise ConfigError(f"{what} given twice: {', '.join(repeated)}" + (
+                    " (recipe files are named by their stem in tables and run folders: rename one)"
+                    if what == "method" and len(set(self.methods)) == len(self.methods) else ""))
         for n in self.eval_test_sizes:
             if n <= 0:
                 raise ConfigError(f"evaluation test sizes must be positive, got {n}")

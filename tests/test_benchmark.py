@@ -483,6 +483,18 @@ def test_bad_benchmark_options(tmp_path: Path, args: list[str], code: int, fragm
     assert not out.exists()
 
 
+def test_two_recipe_files_of_one_name_are_refused(tmp_path: Path) -> None:
+    """tune writes best.yaml in every study folder: benchmarked side by side, they need names of their own."""
+    recipe = (REPO / "recipes" / "smoke.yaml").read_text()
+    for study in ("a", "b"):
+        (tmp_path / study).mkdir()
+        (tmp_path / study / "best.yaml").write_text(recipe)
+    result = invoke(["benchmark", "-o", tmp_path / "out", "--methods",
+                     f"{tmp_path / 'a' / 'best.yaml'},{tmp_path / 'b' / 'best.yaml'}"])
+    assert_one_line_error(result, 1, "method given twice: best", "rename one")
+    assert not (tmp_path / "out").exists()
+
+
 def test_report_of_a_folder_without_results(tmp_path: Path) -> None:
     result = invoke(["benchmark", "--report", tmp_path])
     assert_one_line_error(result, 1, "no results.json")
