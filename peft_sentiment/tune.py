@@ -45,6 +45,7 @@ from .config import (
     LORA_METHODS,
     RunConfig,
     TuneParam,
+    build,
     check_seed,
     config_to_dict,
     load_config,
@@ -327,6 +328,15 @@ def _identity(spec: TuneSpec, planned: TunePlan) -> dict[str, Any]:
                                   "seed": spec.seed}))
 
 
+def _as_today(config: Any) -> Any:
+    """A stored config read through today's schema: fields added since it was stored take their
+    defaults (which keep the old behaviour), so a study started by an older version still resumes."""
+    try:
+        return json.loads(json.dumps(config_to_dict(build(RunConfig, config))))
+    except (ConfigError, TypeError):
+        return config
+
+
 def _open_study(output: Path, spec: TuneSpec, planned: TunePlan,
                 command: Sequence[str] | None) -> Any:
     storage = f"sqlite:///{(output / STUDY_FILE).resolve()}"
@@ -344,6 +354,8 @@ def _open_study(output: Path, spec: TuneSpec, planned: TunePlan,
                                 pruner=pruner, load_if_exists=True)
     identity = _identity(spec, planned)
     stored = study.user_attrs.get("identity")
+    if stored is not None:
+        stored = {**stored, "config": _as_today(stored.get("config"))}
     if stored is not None and stored != identity:
         label = next(label for name, label in (("space", "search space"), ("seed", "--seed"),
                                                ("config", "recipe and options"))

@@ -15,6 +15,7 @@ fraction of a second.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import shutil
@@ -223,6 +224,20 @@ def test_bad_input_is_one_line_and_leaves_nothing(args: Any, fragments: list[str
     result = invoke(["tune", *built, "-o", tmp_path / "study", "--trials", "2"])
     assert_one_line_error(result, 1, *fragments)
     assert set(tmp_path.rglob("*")) == before and dot_entries(tmp_path) == []
+
+
+def test_a_study_stored_before_a_config_field_existed_still_resumes() -> None:
+    """A field added since the study began takes its default, which keeps the old behaviour: the study
+    resumes. Any other difference still refuses."""
+    from peft_sentiment.tune import TuneSpec, _as_today, _identity, plan
+
+    spec = TuneSpec(recipe="smoke")
+    today = _identity(spec, plan(spec))["config"]
+    older = copy.deepcopy(today)
+    del older["data"]["truncation"], older["data"]["head_tokens"]
+    assert older != today and _as_today(older) == today
+    older["data"]["max_length"] = 32
+    assert _as_today(older) != today
 
 
 def test_without_optuna_the_command_says_how_to_install_it(tmp_path: Path,
