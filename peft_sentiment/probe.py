@@ -3,8 +3,10 @@
 
 The peak is what a short probe achieves on square matrix products in the precision that the model's
 linear layers run in under autocast; model FLOPs utilization (MFU) is measured against it.
-The cache lives in `$PEFT_SENTIMENT_CACHE` (default `~/.cache/peft-sentiment`), keyed by device,
-torch version and thread count.
+The cache lives in `$PEFT_SENTIMENT_CACHE` (default `~/.cache/peft-sentiment`; `off` probes every
+time), keyed by device, torch version and thread count. The probe draws its matrices from a
+generator of its own: whether it runs or is read from the cache, a run's seeded initialization
+(LoRA matrices, a new head) is the same.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "peft-sentiment").expanduser()
 
 
+def cache_off() -> bool:
+    """PEFT_SENTIMENT_CACHE=off (or 0, none): nothing is read from or written to a cache."""
+    return os.environ.get(CACHE_ENV, "").lower() in {"off", "0", "none"}
+
+
 def device_key() -> str:
     return f"{device_name()} | torch {torch.__version__}"
 
@@ -40,8 +47,9 @@ def measure_peak(precision: str, size: int | None = None, repeats: int = 5) -> f
     cuda = torch.cuda.is_available()
     size = size or (8192 if cuda else 1024)
     device = "cuda" if cuda else "cpu"
-    a = torch.randn(size, size, device=device).to(DTYPES[precision])
-    b = torch.randn(size, size, device=device).to(DTYPES[precision])
+    own = torch.Generator(device=device).manual_seed(0)  # the global RNG stays as the run seeded it
+    a = torch.randn(size, size, device=device, generator=own).to(DTYPES[precision])
+    b = torch.randn(size, size, device=device, generator=own).to(DTYPES[precision])
     best = float("inf")
     for i in range(repeats + 1):
         if cuda:
@@ -57,6 +65,8 @@ def measure_peak(precision: str, size: int | None = None, repeats: int = 5) -> f
 
 def peak_flops(precision: str, measure: Callable[[str], float] = measure_peak) -> float:
     """The cached peak for `precision` on this device, probed on first use."""
+    if cache_off():
+        return float(measure(precision))
     path = cache_dir() / PEAK_FILE
     key = device_key()
     try:

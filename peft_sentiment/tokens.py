@@ -19,7 +19,7 @@ from datasets import Dataset, load_from_disk
 from transformers import PreTrainedTokenizerBase
 
 from . import truncation
-from .probe import CACHE_ENV, cache_dir
+from .probe import cache_dir, cache_off
 
 log = logging.getLogger(__name__)
 FORMAT = 1  # bump when what is stored changes
@@ -52,7 +52,7 @@ def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: i
 
 
 def tokenized_cache() -> Path | None:
-    if os.environ.get(CACHE_ENV, "").lower() in {"off", "0", "none"}:
+    if cache_off():
         return None
     return cache_dir() / "tokenized"
 

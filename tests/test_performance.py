@@ -79,6 +79,25 @@ def test_peak_is_probed_once_and_cached(tmp_path: Path, monkeypatch: pytest.Monk
     assert cached == {probe.device_key(): {"fp32": 1e11, "bf16": 3e11}}
 
 
+def test_cache_off_probes_every_time_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(probe.CACHE_ENV, "off")
+    rates = iter([1e11, 2e11])
+    assert probe.peak_flops("fp32", lambda p: next(rates)) == 1e11
+    assert probe.peak_flops("fp32", lambda p: next(rates)) == 2e11  # probed again
+    assert list(tmp_path.iterdir()) == []  # no folder named "off"
+
+
+def test_the_probe_leaves_the_seeded_global_generator_alone() -> None:
+    """A run probes between seeding and drawing LoRA's matrices when the peak is not cached yet: the
+    draw must not depend on whether it did."""
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    probe.measure_peak("fp32", size=32, repeats=1)
+    assert torch.equal(torch.rand(4), expected)
+
+
 def test_the_probe_rate_is_the_best_timed_product(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a scripted clock: 2 n^3 FLOPs over the fastest timed product, the warm-up left out."""
     import types

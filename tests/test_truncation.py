@@ -147,6 +147,12 @@ def test_head_tail_training_reads_the_end_of_long_reviews(head_tail_run: Path, v
     assert all(p.truncated for p in found)
 
     # A plain pipeline reads the start only, where nothing tells the classes apart.
+    # The model folder carries the rule: loaded on its own it reads reviews as training did.
+    assert [p.label for p in predict(load_pipeline(head_tail_run / "model"), texts)] == [p.label for p in found]
+    result = invoke(["predict", str(head_tail_run), texts[0]])
+    assert "truncated to their first 16 and last 46 tokens" in result.stderr
+
+    # A plain pipeline reads the start only, where nothing tells the classes apart.
     plain = pipeline("text-classification", model=str(head_tail_run / "model"), truncation=True, max_length=64)
     plain_acc = sum((o["label"] == "POSITIVE") == bool(y) for o, y in zip(plain(texts), labels)) / len(labels)
     assert plain_acc < 0.75
