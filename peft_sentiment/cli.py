@@ -16,7 +16,7 @@ import click
 
 from .config import METHODS, PRECISIONS, CliOption, DataConfig, cli_options, load_config, parse_override
 from .errors import Interrupted, PeftSentimentError
-from .onnx_backend import FORMATS, QUANTIZATIONS
+from .onnx_backend import BACKENDS, FORMATS, QUANTIZATIONS
 
 # bitsandbytes logs at import time that an optional CPU kernel from the Hub is missing: nothing a user
 # can act on offline, and it would print on every command.
@@ -316,8 +316,9 @@ def evaluate(source: str, as_json: bool, save_predictions: Path | None, plot: Pa
               help="Weights and compute precision; auto picks bf16 where it is faster on this machine.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Input lines read and predicted before their results are written; memory grows with it.")
-@click.option("--backend", type=click.Choice(["torch", "onnx"]), default=None,
-              help="Run the model with torch, or an ONNX export (peft-sentiment export) with onnxruntime. "
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="Run the model with torch, or an ONNX export (peft-sentiment export) with onnxruntime "
+                   "(onnx) or OpenVINO (openvino, bf16 where the CPU has it). "
                    "[default: onnx for an export folder, torch otherwise]")
 @handle_errors
 def predict(source: str, texts: tuple[str, ...], file: Any, as_json: bool, output: Path | None,
@@ -693,8 +694,9 @@ def tune(method: str | None, recipe: str | None, output: Path | None, trials: in
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface of this machine).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port.")
-@click.option("--backend", type=click.Choice(["torch", "onnx"]), default=None,
-              help="Run the model with torch, or an ONNX export (peft-sentiment export) with onnxruntime. "
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="Run the model with torch, or an ONNX export (peft-sentiment export) with onnxruntime "
+                   "(onnx) or OpenVINO (openvino, bf16 where the CPU has it). "
                    "[default: onnx for an export folder, torch otherwise]")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="Weights and compute precision, as for predict; auto picks bf16 where it is faster here.")

@@ -22,7 +22,7 @@ from .config import DataConfig, build
 from .errors import ConfigError, ModelError, first_line
 from .labels import LabelSet, labels_of_folder
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "openvino")  # onnx and openvino run an export folder
 FORMATS = ("onnx",)  # of `peft-sentiment export`
 QUANTIZATIONS = ("none", "int8")
 MODEL_FILE = "model.onnx"
@@ -128,8 +128,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class OnnxClassifier:
     """An ONNX export on onnxruntime, called like a text-classification pipeline."""
 
+    backend = "onnx"
+
     def __init__(self, folder: str | Path, max_length: int | None = None, threads: int | None = None) -> None:
-        require("onnxruntime")
         from transformers import AutoTokenizer
 
         self.folder = Path(folder)
@@ -141,7 +142,12 @@ class OnnxClassifier:
             self.id2label = {int(k): v for k, v in config["id2label"].items()}
         except Exception as err:  # noqa: BLE001 - tokenizers and JSON fail in many ways
             raise ModelError(f"cannot load {self.folder}: {first_line(err)}") from None
-        self.session = inference_session(self.folder / self.metadata.get("model_file", MODEL_FILE), threads)
+        self._start(self.folder / self.metadata.get("model_file", MODEL_FILE), threads)
+
+    def _start(self, path: Path, threads: int | None) -> None:
+        """The engine that runs the graph: an onnxruntime session."""
+        require("onnxruntime")
+        self.session = inference_session(path, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:

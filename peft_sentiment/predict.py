@@ -55,16 +55,20 @@ def load_pipeline(source: str | Path, max_length: int | None = None, precision: 
     export = path_exists(str(source), folder=True) and is_export(path)
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "onnx" or (backend is None and export):
+    if backend in ("onnx", "openvino") or (backend is None and export):
         if not export:
-            raise ConfigError(f"backend onnx runs an ONNX export and {source} is none: make one with "
+            raise ConfigError(f"backend {backend} runs an ONNX export and {source} is none: make one with "
                               f"`peft-sentiment export {source} --format onnx -o DIR` and pass DIR")
+        if backend == "openvino":
+            from .openvino_backend import OpenVinoClassifier
+
+            return OpenVinoClassifier(path, max_length, precision)
         if precision != "auto":
             raise ConfigError(f"precision {precision} applies to the torch backend: the ONNX export {source} "
                               "runs in the precision it was exported in")
         return OnnxClassifier(path, max_length)
     if export:
-        raise ConfigError(f"{source} is an ONNX export: it runs with backend onnx only")
+        raise ConfigError(f"{source} is an ONNX export: it runs with backend onnx or openvino")
     loaded = load_model(source)
     dtype = DTYPES[choose_precision(precision)]
     model = loaded.model

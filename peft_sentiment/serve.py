@@ -302,7 +302,7 @@ def describe_source(source: str | Path, pipe: Any) -> dict[str, Any]:
     described = _describe_folder(expand_path(str(source))) if path_exists(str(source), folder=True) else None
     if described is None:
         described = _describe_model(pipe.model, source)
-    return {"backend": "onnx" if onnx else "torch", **described,
+    return {"backend": pipe.backend if onnx else "torch", **described,
             "labels": [id2label[i] for i in sorted(id2label)]}
 
 

@@ -39,6 +39,7 @@ from datasets import load_dataset
 from transformers import pipeline
 
 from peft_sentiment.onnx_backend import OnnxClassifier
+from peft_sentiment.openvino_backend import BATCH as OV_BATCH
 from peft_sentiment.perf import device_name
 from peft_sentiment.predict import load_pipeline, predict
 from peft_sentiment.run import versions
@@ -89,12 +90,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_run(export: Path, texts: list[str]) -> dict[str, Any]:
+def serve_run(export: Path, texts: list[str], options: list[str]) -> dict[str, Any]:
     """`peft-sentiment serve` under CLIENTS concurrent clients, one review per request."""
     import httpx
 
     port = free_port()
-    cmd = [sys.executable, "-m", "peft_sentiment", "serve", str(export), "--port", str(port)]
+    cmd = [sys.executable, "-m", "peft_sentiment", "serve", str(export), "--port", str(port), *options]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -174,8 +175,12 @@ def main() -> None:
         labels, seconds = timed(onnx_labels(folder, pick["threads"], pick["batch_size"]), texts)
         rows.append({"contender": f"predict, {name}, batch {pick['batch_size']} length-sorted, "
                                   f"{pick['threads']} thread(s)", "seconds": seconds, "labels": labels})
-    served = serve_run(int8, texts)
-    rows.append({"contender": f"serve, onnx int8, {CLIENTS} concurrent clients, 1 review per request",
+    ov = load_pipeline(fp32, backend="openvino")  # precision auto: bf16 on a CPU with AVX512-BF16 or AMX
+    labels, seconds = timed(lambda t: [p.label for p in predict(ov, t)], texts)
+    rows.append({"contender": f"predict, openvino {ov.precision} (the fp32 export), requests of {OV_BATCH} "
+                              f"length-sorted, {ov.requests} in flight", "seconds": seconds, "labels": labels})
+    served = serve_run(fp32, texts, ["--backend", "openvino"])
+    rows.append({"contender": f"serve, openvino {ov.precision}, {CLIENTS} concurrent clients, 1 review per request",
                  "seconds": served["seconds"], "labels": served["labels"],
                  "p50_ms": served["p50_ms"], "p95_ms": served["p95_ms"]})
 

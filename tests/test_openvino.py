@@ -1,0 +1,77 @@
+"""predict --backend openvino: the ONNX export run by OpenVINO gives the onnxruntime backend's answers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, invoke
+
+from peft_sentiment.errors import ConfigError
+from peft_sentiment.synthetic import make_reviews
+
+pytest.importorskip("onnxruntime")
+TEXTS = [str(r["text"]) for r in make_reviews(40, 7)] + ["short", "the film " * 80]  # one past 64 tokens
+
+
+@pytest.fixture(scope="module")
+def export(lora_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from peft_sentiment.export import export_run
+
+    return export_run(lora_run, tmp_path_factory.mktemp("ov-export") / "onnx").output
+
+
+def test_fp32_matches_onnxruntime(export: Path) -> None:
+    pytest.importorskip("openvino")
+    from peft_sentiment.predict import load_pipeline, predict
+
+    ort = load_pipeline(export, backend="onnx")
+    ov = load_pipeline(export, backend="openvino", precision="fp32")
+    assert ov.backend == "openvino" and ov.precision == "fp32"
+    np.testing.assert_allclose(ov.logits(TEXTS), ort.logits(TEXTS), atol=1e-4)
+    expected, found = predict(ort, TEXTS), predict(ov, TEXTS, batch_size=5)  # 5: requests of 8 split it
+    assert [(p.label, p.truncated) for p in found] == [(p.label, p.truncated) for p in expected]
+    assert [p.score for p in found] == pytest.approx([p.score for p in expected], abs=1e-4)
+
+
+def test_bf16_stays_close(export: Path) -> None:
+    pytest.importorskip("openvino")
+    from peft_sentiment.predict import load_pipeline
+
+    ort = load_pipeline(export, backend="onnx").logits(TEXTS)
+    bf16 = load_pipeline(export, backend="openvino", precision="bf16").logits(TEXTS)
+    assert bf16.shape == ort.shape and np.abs(bf16 - ort).max() < 0.1  # bf16 keeps 8 bits of mantissa
+
+
+def test_cli_predict_and_serve_info(export: Path) -> None:
+    pytest.importorskip("openvino")
+    from peft_sentiment.predict import load_pipeline
+    from peft_sentiment.serve import describe_source
+
+    result = invoke(["predict", export, "--backend", "openvino", "--precision", "fp32", "--json", *TEXTS[:3]])
+    assert result.exit_code == 0, result.output + result.stderr
+    expected = invoke(["predict", export, "--backend", "onnx", "--json", *TEXTS[:3]])
+    assert [json.loads(line)["label"] for line in result.stdout.splitlines()] == \
+        [json.loads(line)["label"] for line in expected.stdout.splitlines()]
+    assert describe_source(export, load_pipeline(export, backend="openvino"))["backend"] == "openvino"
+
+
+def test_a_run_folder_is_refused(lora_run: Path) -> None:
+    result = invoke(["predict", lora_run, "--backend", "openvino", "fine"])
+    assert_one_line_error(result, 1, "backend openvino runs an ONNX export", "peft-sentiment export")
+
+
+def test_fp16_is_refused(export: Path) -> None:
+    from peft_sentiment.openvino_backend import OpenVinoClassifier
+
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU|not one the openvino backend runs"):
+        OpenVinoClassifier(export, precision="fp16")
+
+
+def test_without_openvino_one_line_says_what_to_install(export: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    result = invoke(["predict", export, "--backend", "openvino", "fine"])
+    assert_one_line_error(result, 1, "pip install 'peft-sentiment[openvino]'")
