@@ -14,9 +14,10 @@ from huggingface_hub.utils import validate_repo_id
 from .config import LORA_METHODS, METHOD_NAMES, RunConfig, expand_path, path_exists
 from .errors import ConfigError
 from .labels import LabelSet, labels_of_folder
+from .loading import weights_dir
 from .merge import MergeResult
 from .onnx_backend import CHECK_FILE, METADATA_FILE, MODEL_FILE
-from .rundir import ADAPTER_DIR, MODEL_DIR, load_metrics, load_run_config
+from .rundir import ADAPTER_DIR, load_metrics, load_run_config
 
 Kind = Literal["merged", "adapter", "onnx"]
 
@@ -78,9 +79,8 @@ def build_card(
 def run_classes(run_dir: Path, metrics: dict[str, Any]) -> LabelSet:
     """The run's classes: the labels.json beside its weights; for a run saved before labels.json
     existed, the names its metrics.json lists, else the seed protocol's NEGATIVE/POSITIVE."""
-    folder = run_dir / (MODEL_DIR if (run_dir / MODEL_DIR).is_dir() else ADAPTER_DIR)
     names = metrics.get("labels")
-    return labels_of_folder(folder, dict(enumerate(names)) if names else None)
+    return labels_of_folder(weights_dir(run_dir), dict(enumerate(names)) if names else None)
 
 
 def _card_data(cfg: RunConfig, metrics: dict[str, Any], kind: Kind, repo_id: str,

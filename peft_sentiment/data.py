@@ -341,7 +341,3 @@ def _normalize(ds: Dataset, cfg: DataConfig, origin: str, labels: LabelSet) -> D
         raise DataError(f"{origin}: {empty} empty text(s) in column {cfg.text_column!r}")
     ids = to_ids(ds[cfg.label_column], labels, origin, cfg.label_column)
     return Dataset.from_dict({"text": texts, "label": ids})
-
-
-# The seed protocol's class of a value (0/1, neg/pos, negative/positive, NEGATIVE/POSITIVE), or None.
-_label_id = BINARY.id_of

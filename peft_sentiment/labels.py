@@ -23,6 +23,16 @@ LABELS_FILE = "labels.json"
 _BINARY_SPELLINGS = {"neg": 0, "negative": 0, "pos": 1, "positive": 1, "0": 0, "1": 1}
 
 
+def first_repeat(items: Iterable[str]) -> str | None:
+    """The first item equal to an earlier one (stripped, case ignored), or None."""
+    seen: set[str] = set()
+    for item in items:
+        if item.strip().lower() in seen:
+            return item
+        seen.add(item.strip().lower())
+    return None
+
+
 @dataclass(frozen=True)
 class LabelSet:
     names: tuple[str, ...]  # class names, in id order
@@ -34,13 +44,11 @@ class LabelSet:
         if len(self.values) != len(self.names):
             raise DataError(f"{len(self.names)} label names but {len(self.values)} values")
         for what, items in (("name", self.names), ("value", self.values)):
-            seen: set[str] = set()
-            for item in items:
-                if not item.strip():
-                    raise DataError(f"a label {what} is empty: {list(items)}")
-                if item.strip().lower() in seen:
-                    raise DataError(f"label {what} {item!r} is given twice: {list(items)}")
-                seen.add(item.strip().lower())
+            if not all(item.strip() for item in items):
+                raise DataError(f"a label {what} is empty: {list(items)}")
+            repeated = first_repeat(items)
+            if repeated is not None:
+                raise DataError(f"label {what} {repeated!r} is given twice: {list(items)}")
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -112,12 +120,11 @@ def parse_option(text: str) -> tuple[list[str], list[str] | None]:
     for what, items in (("name", names), ("value", values or [])):
         if not all(items):
             raise DataError(f"--labels {text!r}: a class without a {what}")
-        seen: set[str] = set()
-        for item in items:
-            if item.lower() in seen:
-                raise DataError(f"--labels {text!r}: label {what} {item!r} is given twice")
-            seen.add(item.lower())
+        repeated = first_repeat(items)
+        if repeated is not None:
+            raise DataError(f"--labels {text!r}: label {what} {repeated!r} is given twice")
     return names, values
+
 
 
 def infer(values: Iterable[object], option: str | None, origin: str, column: str = "label") -> LabelSet:

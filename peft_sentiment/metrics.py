@@ -89,9 +89,8 @@ def classification_metrics(labels: Sequence[int], preds: Sequence[int], names: S
                              support=int(support[i])) for i, name in enumerate(names)]
     macro = precision_recall_fscore_support(labels, preds, labels=ids, average="macro", zero_division=0)
     weighted = precision_recall_fscore_support(labels, preds, labels=ids, average="weighted", zero_division=0)
-    if len(names) == 2:
-        headline = binary_metrics(labels, preds)
-        precision, recall, f1 = headline.precision, headline.recall, headline.f1
+    if len(names) == 2:  # the POSITIVE class's (id 1), as binary_metrics reports them
+        precision, recall, f1 = float(p[1]), float(r[1]), float(f[1])
     else:
         precision, recall, f1 = float(macro[0]), float(macro[1]), float(macro[2])
     return Metrics(

@@ -88,12 +88,12 @@ STOP_WAIT_SECONDS = 60.0  # a pruned trial's process saves a checkpoint on SIGTE
 POLL_SECONDS = 0.2  # how often a running trial's events are read
 MAX_FAILURES_IN_A_ROW = 3  # then the recipe itself is likely broken: stop and say so
 # Trials must be compared on the same validation reviews, and a seed is not a hyperparameter.
+READING_KEYS = ("data.max_length", "data.truncation", "data.head_tokens")  # the data keys a trial may vary
 FIXED_KEYS = {
-    "data": "it changes which reviews validate the trials (only how much of a review is read may be tuned: "
-            "data.max_length, data.truncation, data.head_tokens)",
+    "data": ("it changes which reviews validate the trials (only how much of a review is read may be tuned: "
+             f"{', '.join(READING_KEYS)})"),
     "train.seed": "tuning the seed picks a lucky draw, not a better recipe",
 }
-READING_KEYS = ("data.max_length", "data.truncation", "data.head_tokens")  # the data keys a trial may vary
 
 
 @dataclass(frozen=True)

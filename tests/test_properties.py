@@ -32,8 +32,9 @@ from peft_sentiment.config import (
     parse_override,
     save_config,
 )
-from peft_sentiment.data import _label_id, load_splits
+from peft_sentiment.data import load_splits
 from peft_sentiment.errors import ConfigError, DataError
+from peft_sentiment.labels import BINARY
 
 PROPERTY = settings(max_examples=50, deadline=None)
 NONE = type(None)
@@ -602,13 +603,13 @@ INVALID_LABELS = {  # per JSON column type, so the file reads as one column type
 @given(label=st.integers(0, 1), data=st.data())
 def test_label_id_accepts_every_spelling(label: int, data: st.DataObject) -> None:
     value = data.draw(spelled(label) | st.sampled_from([label, float(label)]))
-    assert _label_id(value) == label
+    assert BINARY.id_of(value) == label
 
 
 @PROPERTY
 @given(value=st.one_of(*INVALID_LABELS.values(), st.lists(st.integers(0, 1), max_size=2)))
 def test_label_id_refuses_anything_else(value: Any) -> None:
-    assert _label_id(value) is None
+    assert BINARY.id_of(value) is None
 
 
 def _write_test_split(folder: Path, labels: list[Any]) -> DataConfig:
