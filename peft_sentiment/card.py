@@ -462,6 +462,11 @@ def export_classes(folder: Path) -> LabelSet:
     return labels_of_folder(folder, config.get("id2label") if isinstance(config, dict) else None)
 
 
+def is_int8(meta: dict[str, Any]) -> bool:
+    """Whether export.json describes an int8 export (int8 or int8-static)."""
+    return str(meta.get("quantization", "none")).startswith("int8")
+
+
 def _int8(check: dict[str, Any]) -> dict[str, Any]:
     return check.get("int8") or {}
 
@@ -478,7 +483,7 @@ def _export_card_data(meta: dict[str, Any], check: dict[str, Any], labels: Label
                if same_model and {"accuracy", "f1"} <= set(metrics) else None)
     tags = ["sentiment-analysis", "text-classification", "peft-sentiment", "onnx"]
     tags += [meta["method"]] if meta.get("method") else []
-    tags += ["int8"] if meta.get("quantization") == "int8" else []
+    tags += ["int8"] if is_int8(meta) else []
     return _metadata(base_model_id, "onnx", dataset_id, license, tags, repo_id, results)
 
 
@@ -510,7 +515,7 @@ def _export_base_description(name: str) -> str:
 
 def quantization_words(meta: dict[str, Any], check: dict[str, Any]) -> str:
     """fp32, or int8 with how many linear layers are int8 and how many the check kept in fp32."""
-    if meta.get("quantization") != "int8":
+    if not is_int8(meta):
         return "fp32"
     int8 = _int8(check)
     kept = len(int8.get("fp32_layers") or [])
@@ -529,7 +534,7 @@ def _export_summary(meta: dict[str, Any], check: dict[str, Any], labels: LabelSe
     ]
     if meta.get("merged"):
         lines.append(f"The {method} adapter was merged into its base before the export.")
-    if meta.get("quantization") == "int8":
+    if is_int8(meta):
         scheme = _int8(check).get("scheme", "onnxruntime dynamic quantization")
         lines.append(f"Weights: {quantization_words(meta, check)}; {scheme}. The embeddings, the layers "
                      "kept in fp32 and the linear layers onnxruntime does not quantize (below) stay fp32.")
@@ -573,7 +578,9 @@ def _export_check(check: dict[str, Any], meta: dict[str, Any]) -> str:
     if int8:
         kept = int8.get("fp32_layers") or []
         rows.append(("int8 layers kept in fp32", ", ".join(f"`{name}`" for name in kept) or "none"))
-        if kept:
+        if int8.get("fp32_layers_why"):
+            rows.append(("why", int8["fp32_layers_why"]))
+        elif kept:
             chosen = (f"{int8.get('chosen_on', 'training texts')}: "
                       f"{int8.get('all_int8_selection_agreement', 0):.2%} agreement with every layer int8, "
                       f"{int8.get('selection_agreement', 0):.2%} with these kept")
@@ -633,7 +640,7 @@ def _export_limitations(meta: dict[str, Any], check: dict[str, Any]) -> str:
         items.append(f"Tested on {n:,} reviews: the 95% interval on accuracy is about "
                      f"±{100 * ci95(metrics['accuracy'], n):.1f} points, so small differences between "
                      "models are noise.")
-    if meta.get("quantization") == "int8":
+    if is_int8(meta):
         changed = round((1 - check["agreement"]) * check["n_texts"])
         items.append(f"int8 weights move the logits (by up to {check['max_abs_logit_diff']:.2g} on the check "
                      f"texts) and changed {changed} of their {check['n_texts']:,} labels; the results above "

@@ -67,6 +67,7 @@ from .rundir import (
     unfinished_message,
     write_json,
 )
+from .static_int8 import StaticInt8, quantize_static, require_nncf
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,12 @@ def export_run(run_dir: str | Path, output: str | Path, format: str = "onnx", qu
         raise ConfigError(f"--quantize {quantize!r} is not supported (choose from "
                           f"{', '.join(QUANTIZATIONS)})")
     require("onnx", "onnxscript", "onnxruntime", what="export")
+    if quantize == "int8-static":
+        require_nncf()
     cfg = _finished_run(run_dir)
     check_output(output, overwrite)
     texts, texts_from = _check_texts(cfg, run_dir, check_data)
-    selection = _selection_texts(cfg, run_dir) if quantize == "int8" else []
+    selection = _selection_texts(cfg, run_dir) if quantize != "none" else []
     max_length = cfg.data.max_length
 
     with atomic_dir(output, overwrite) as tmp:
@@ -150,12 +153,15 @@ def export_run(run_dir: str | Path, output: str | Path, format: str = "onnx", qu
         fp32_path = work / "fp32.onnx"
         example = (texts * 2)[:2]  # a batch of two (the first text twice when there is only one)
         export_onnx(model, encode(tokenizer, example, max_length, names), fp32_path)
-        search: Int8Search | None = None
+        search: Int8Search | StaticInt8 | None = None
         if quantize == "none":
             shutil.move(fp32_path, tmp / MODEL_FILE)
-        else:
+        elif quantize == "int8":
             search = quantize_int8(fp32_path, tmp / MODEL_FILE, model, length_batches(
                 tokenizer, selection, max_length, names), work, stage)
+        else:
+            search = _quantize_static(fp32_path, tmp / MODEL_FILE, model, length_batches(
+                tokenizer, selection, max_length, names), stage)
         stage(f"verifying on {len(texts)} texts")
         logits = onnx_logits(tmp / MODEL_FILE, batches)
         diff = float(np.abs(logits - reference).max())
@@ -518,6 +524,25 @@ def quantize_int8(fp32_path: Path, out_path: Path, model: torch.nn.Module,
         final = float((onnx_logits(out_path, selection).argmax(-1) == reference.argmax(-1)).mean())
     return dataclasses.replace(found, int8_layers=tuple(n for n in layers if n not in kept),
                                fp32_layers=tuple(kept), selection_agreement=final, layer_errors=errors)
+
+
+def _quantize_static(fp32_path: Path, out_path: Path, model: torch.nn.Module, selection: Batches,
+                     stage: Callable[[str], None]) -> StaticInt8:
+    """int8-static (static_int8.py), calibrated on the selection texts and scored on them."""
+    layers, unquantizable = linear_layers(fp32_path)
+    reference = torch_logits(model, selection)
+    ranking = _ranking_batches(selection)
+    ranking_reference = torch_logits(model, ranking)
+    stage(f"calibrating int8 on {len(reference)} training texts")
+
+    def agreement(path: Path) -> float:
+        return float((onnx_logits(path, selection).argmax(-1) == reference.argmax(-1)).mean())
+
+    def error(path: Path) -> float:
+        return float(np.abs(onnx_logits(path, ranking) - ranking_reference).mean())
+
+    return quantize_static(fp32_path, out_path, [inputs for _, inputs in selection], layers, unquantizable,
+                           agreement, error, len(reference), AGREEMENT_BAR, stage)
 
 
 def fewest(n: int, reaches: Callable[[int], bool]) -> int:

@@ -28,7 +28,16 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from .card import RANDOM_BASE, Kind, benchmark_rows, build_card, build_export_card, hub_id, short_path
+from .card import (
+    RANDOM_BASE,
+    Kind,
+    benchmark_rows,
+    build_card,
+    build_export_card,
+    hub_id,
+    is_int8,
+    short_path,
+)
 from .config import METHOD_NAMES, RunConfig, looks_like_path, path_exists
 from .errors import ConfigError, HubError, RunError, first_line
 from .merge import MergeResult, check_mergeable, copy_tokenizer, write_merged
@@ -127,7 +136,7 @@ def push_run(
     if kind == "onnx":
         meta = check_export(run_dir)
         cfg, base, method = None, resolve_export_base(run_dir, meta, base_model_id), str(meta.get("method", ""))
-        words, origin = f"ONNX export ({'int8' if meta.get('quantization') == 'int8' else 'fp32'})", "export"
+        words, origin = f"ONNX export ({meta.get('quantization') if is_int8(meta) else 'fp32'})", "export"
     else:
         if is_export(run_dir):
             raise ConfigError(f"{run_dir} is an ONNX export, not a run: push it with --format onnx")

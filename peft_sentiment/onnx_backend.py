@@ -24,7 +24,7 @@ from .labels import LabelSet, labels_of_folder
 
 BACKENDS = ("torch", "onnx", "openvino")  # onnx and openvino run an export folder
 FORMATS = ("onnx",)  # of `peft-sentiment export`
-QUANTIZATIONS = ("none", "int8")
+QUANTIZATIONS = ("none", "int8", "int8-static")
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "export.json"
 CHECK_FILE = "export_check.json"

@@ -336,3 +336,94 @@ def test_missing_extra_is_one_line(module: str, exports: dict[str, Any], tmp_pat
     if module == "onnxruntime":
         assert_one_line_error(invoke(["predict", result.output, "good"]), 1,
                               "the onnx backend needs onnxruntime: pip install 'peft-sentiment[onnx]'")
+
+
+def test_int8_static_quantizes_the_feed_forward_layers(lora_run: Path, tmp_path: Path) -> None:
+    """int8-static: NNCF's static int8 in the feed-forward layers only, recorded, runnable by
+    onnxruntime (predict, evaluate) and OpenVINO, with a card that names the scheme."""
+    pytest.importorskip("nncf")
+    import onnx
+
+    from peft_sentiment.card import build_export_card
+
+    # The tiny random smoke model's margins are thin: int8 flips about one of its 100 test texts, under
+    # the bar, so the export is forced and the check must say so.
+    result = export_run(lora_run, tmp_path / "out", quantize="int8-static", force=True)
+    out = result.output
+    assert read_json(out / METADATA_FILE)["quantization"] == "int8-static"
+    check = read_json(out / CHECK_FILE)
+    assert check["passed"] == (check["agreement"] >= AGREEMENT_BAR) and check["forced"] == (not check["passed"])
+    assert check["agreement"] >= 0.9 and check["logit_tolerance"] is None
+    int8 = check["int8"]
+    assert "NNCF" in int8["scheme"] and "training subset" in int8["chosen_on"]
+    # DistilBERT's feed-forward layers are ffn.lin1 and ffn.lin2 of each block; q, k, v, out stay fp32.
+    assert sorted(int8["int8_layers"]) == [f"distilbert.transformer.layer.{i}.ffn.lin{j}"
+                                           for i in (0, 1) for j in (1, 2)]
+    assert len(int8["fp32_layers"]) == 8 and all(".attention." in name for name in int8["fp32_layers"])
+    assert 0 < int8["selection_agreement"] <= 1 and result.selection_agreement == int8["selection_agreement"]
+    graph = onnx.load(str(out / MODEL_FILE))
+    assert sum(n.op_type == "QuantizeLinear" for n in graph.graph.node) >= 4  # activations and weights
+    assert not (out / ".work").exists()
+    found = load_pipeline(out).logits(TEXTS)  # onnxruntime
+    assert found.shape == (len(TEXTS), 2)
+    pytest.importorskip("openvino")
+    ov = load_pipeline(out, backend="openvino", precision="fp32").logits(TEXTS)
+    np.testing.assert_allclose(ov, found, atol=0.05)  # one int8 graph, two runtimes
+    card = build_export_card(out, "user/model", None)
+    assert "NNCF post-training static quantization" in card and "the scheme keeps the attention" in card
+
+
+def test_int8_static_without_nncf_says_what_to_install(lora_run: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(ConfigError, match=r"int8-static needs nncf: pip install 'peft-sentiment\[openvino\]'"):
+        export_run(lora_run, tmp_path / "out", quantize="int8-static")
+    assert not (tmp_path / "out").exists()
+
+
+def _ffn_kept(path: Path) -> int:
+    import onnx
+
+    return sum(n.op_type == "MatMul" and n.input[1].endswith(".fp32_weight")
+               for n in onnx.load(str(path)).graph.node)
+
+
+def test_int8_static_search_keeps_the_fewest_feed_forward_layers_fp32(exports: dict[str, Any],
+                                                                     tmp_path: Path) -> None:
+    """Below the bar, feed-forward layers go back to fp32, most harmful first, as few as reach it;
+    with every one kept the graph computes the fp32 graph's logits again."""
+    pytest.importorskip("nncf")
+    import onnx
+    from transformers import AutoTokenizer
+
+    from peft_sentiment.static_int8 import keep_fp32, quantize_static
+
+    folder = exports["full"][1].output
+    fp32_path = folder / MODEL_FILE
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    names = [i.name for i in inference_session(fp32_path).get_inputs()]
+    batches = [encode(tokenizer, TEXTS[i:i + 3], SMOKE_MAX_LENGTH, names) for i in range(0, len(TEXTS), 3)]
+    layers, unquantized = linear_layers(fp32_path)
+    reference = np.concatenate([inference_session(fp32_path).run(None, b)[0] for b in batches])
+
+    def logits(path: Path) -> np.ndarray:
+        session = inference_session(path)
+        return np.concatenate([session.run(None, b)[0] for b in batches])
+
+    stages: list[str] = []
+    found = quantize_static(fp32_path, tmp_path / "int8.onnx", batches, layers, unquantized,
+                            agreement=lambda path: 1.0 if _ffn_kept(path) >= 3 else 0.5,
+                            error=lambda path: float(np.abs(logits(path) - reference).mean()),
+                            n_calibration=len(TEXTS), bar=AGREEMENT_BAR, stage=stages.append)
+    assert len(found.kept_layers) == 3 and _ffn_kept(tmp_path / "int8.onnx") == 3
+    assert found.all_int8_agreement == 0.5 and found.selection_agreement == 1.0
+    assert set(found.layer_errors) == set(found.int8_layers) | set(found.kept_layers)  # the 4 ffn layers
+    assert list(found.kept_layers) == sorted(found.layer_errors, key=lambda n: -found.layer_errors[n])[:3]
+    assert set(found.kept_layers) <= set(found.fp32_layers) and not (tmp_path / "trial.onnx").exists()
+    assert any("measuring layer 4/4" in s for s in stages)
+
+    quantized = onnx.load(str(tmp_path / "int8.onnx"))
+    everything = keep_fp32(quantized, onnx.load(str(fp32_path)), set(layers.values()))
+    onnx.save(everything, str(tmp_path / "all-fp32.onnx"))
+    assert not any(n.op_type == "QuantizeLinear" for n in everything.graph.node)
+    np.testing.assert_allclose(logits(tmp_path / "all-fp32.onnx"), reference, atol=1e-5)

@@ -5,7 +5,7 @@ the same real reviews.
     python benchmarks/speed/predict_backends.py --run RUN --data DIR --out DIR [--n 2000] [--work DIR]
 
 RUN is a finished adapter run (e.g. LoRA on the MiniLM stand-in). The script merges it and exports it
-(fp32 and int8) with the project's own commands into --work, unless they are there already. The test
+(fp32, int8 and int8-static) with the project's own commands into --work, unless they are there already. The test
 reviews are the first N of `shuffle(seed=42)` of DIR/test.parquet; every contender reads them
 truncated at the run's max length, which is also what the default pipeline does (the merged model's
 tokenizer records it as model_max_length, and the pipeline is called with truncation=True).
@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     args = parser.parse_args()
     merged, fp32, int8 = args.work / "merged", args.work / "onnx-fp32", args.work / "onnx-int8"
+    static = args.work / "onnx-int8-static"
     commands = []
     if not merged.is_dir():
         commands.append(cli("merge", str(args.run), "-o", str(merged)))
@@ -156,9 +157,13 @@ def main() -> None:
         commands.append(cli("export", str(args.run), "--format", "onnx", "-o", str(fp32)))
     if not int8.is_dir():
         commands.append(cli("export", str(args.run), "--format", "onnx", "--quantize", "int8", "-o", str(int8)))
+    if not static.is_dir():
+        commands.append(cli("export", str(args.run), "--format", "onnx", "--quantize", "int8-static", "-o",
+                            str(static)))
+    exports = (("onnx fp32", fp32), ("onnx int8", int8), ("onnx int8-static", static))
     texts, gold = reviews(args.data, "test", (0, args.n))
     selection, _ = reviews(args.data, "train", SELECTION)
-    chosen = {name: choose(folder, selection) for name, folder in (("onnx fp32", fp32), ("onnx int8", int8))}
+    chosen = {name: choose(folder, selection) for name, folder in exports}
 
     rows: list[dict[str, Any]] = []
     default = pipeline("text-classification", model=str(merged))
@@ -170,17 +175,19 @@ def main() -> None:
         labels, seconds = timed(lambda t: [p.label for p in predict(pipe, t)], texts)
         rows.append({"contender": f"predict, torch, precision {precision}, batch 64 length-sorted",
                      "seconds": seconds, "labels": labels})
-    for name, folder in (("onnx fp32", fp32), ("onnx int8", int8)):
+    for name, folder in exports:
         pick = chosen[name]
         labels, seconds = timed(onnx_labels(folder, pick["threads"], pick["batch_size"]), texts)
         rows.append({"contender": f"predict, {name}, batch {pick['batch_size']} length-sorted, "
                                   f"{pick['threads']} thread(s)", "seconds": seconds, "labels": labels})
-    ov = load_pipeline(fp32, backend="openvino")  # precision auto: bf16 on a CPU with AVX512-BF16 or AMX
-    labels, seconds = timed(lambda t: [p.label for p in predict(ov, t)], texts)
-    rows.append({"contender": f"predict, openvino {ov.precision} (the fp32 export), requests of {OV_BATCH} "
-                              f"length-sorted, {ov.requests} in flight", "seconds": seconds, "labels": labels})
-    served = serve_run(fp32, texts, ["--backend", "openvino"])
-    rows.append({"contender": f"serve, openvino {ov.precision}, {CLIENTS} concurrent clients, 1 review per request",
+    for name, folder in (("fp32", fp32), ("int8-static", static)):
+        ov = load_pipeline(folder, backend="openvino")  # precision auto: bf16 on a CPU with AVX512-BF16 or AMX
+        labels, seconds = timed(lambda t: [p.label for p in predict(ov, t)], texts)
+        rows.append({"contender": f"predict, openvino {ov.precision} (the {name} export), requests of {OV_BATCH} "
+                                  f"length-sorted, {ov.requests} in flight", "seconds": seconds, "labels": labels})
+    served = serve_run(static, texts, ["--backend", "openvino"])
+    rows.append({"contender": f"serve, openvino {ov.precision} (the int8-static export), {CLIENTS} concurrent "
+                              "clients, 1 review per request",
                  "seconds": served["seconds"], "labels": served["labels"],
                  "p50_ms": served["p50_ms"], "p95_ms": served["p95_ms"]})
 
@@ -192,8 +199,7 @@ def main() -> None:
         row["agreement_with_torch_fp32"] = _agree(torch_fp32, labels)
         row["agreement_with_default_pipeline"] = _agree(base, labels)
         row["accuracy"] = sum(label == ("POSITIVE" if g == 1 else "NEGATIVE") for label, g in zip(labels, gold)) / args.n
-    checks = {name: json.loads((folder / "export_check.json").read_text()) for name, folder in
-              (("onnx fp32", fp32), ("onnx int8", int8))}
+    checks = {name: json.loads((folder / "export_check.json").read_text()) for name, folder in exports}
     results = {
         "command": shlex.join(["python", "benchmarks/speed/predict_backends.py", *sys.argv[1:]]),
         "setup_commands": [shlex.join(c) for c in commands],
@@ -213,12 +219,12 @@ def main() -> None:
         lines.append(f"| {r['contender']} | {r['reviews_per_second']:.2f} | {r['speedup']:.2f}x | "
                      f"{100 * r['agreement_with_torch_fp32']:.2f}% | {100 * r['agreement_with_default_pipeline']:.2f}% "
                      f"| {r['accuracy']:.4f} | {latency} |")
-    int8_check = checks["onnx int8"]
     lines += ["", f"Model: {args.run} (merged into {merged}). Reviews: the first {args.n} of shuffle(seed=42) of "
               f"{args.data}/test.parquet, truncated at the run's max length.",
               f"Chosen on 256 train-split reviews (rows {SELECTION[0]}-{SELECTION[1] - 1} of shuffle(seed=42)): "
               + "; ".join(f"{k}: batch {v['batch_size']}, {v['threads']} thread(s)" for k, v in chosen.items()) + ".",
-              f"int8 export check: {json.dumps({k: int8_check[k] for k in int8_check if not isinstance(int8_check[k], (list, dict))})}",
+              *(f"{name} export check: {json.dumps({k: v for k, v in check.items() if not isinstance(v, (list, dict))})}"
+                for name, check in checks.items() if name != "onnx fp32"),
               f"Device: {results['environment']['device']}; torch {torch.__version__}, transformers "
               f"{transformers.__version__}.", f"Command: `{results['command']}`"]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
