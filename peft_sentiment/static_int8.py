@@ -4,7 +4,7 @@ NNCF's post-training quantization (the transformer preset, with its SmoothQuant 
 calibrates the activation ranges on training texts and writes int8 weights and activations as
 QuantizeLinear/DequantizeLinear pairs into the ONNX graph, which onnxruntime and OpenVINO both run.
 Only the feed-forward layers are quantized: the linear layers whose weight is not square (hidden ->
-intermediate -> hidden), two thirds of the encoder's multiply-adds. The attention projections, the
+intermediate -> hidden), two thirds of the linear layers' multiply-adds. The attention projections, the
 attention itself and the embedding tables stay in floating point: quantizing the attention
 projections too cost about 3% of labels on train-split reviews that no run trains on
 (benchmarks/speed/int8_static/). As with `--quantize int8`, when labels then agree with PyTorch on
