@@ -134,7 +134,8 @@ def quantize_static(fp32_path: Path, out_path: Path, calibration: Sequence[dict[
     trial = out_path.with_name("trial.onnx")
     errors: dict[str, float] = {}
     for i, name in enumerate(ffn, 1):
-        stage(f"int8 agrees on {all_int8:.1%} of {n_calibration} training texts: measuring layer {i}/{len(ffn)}")
+        stage(f"int8 agrees on {all_int8:.1%} of {n_calibration} training texts: "
+              f"measuring layer {i}/{len(ffn)}")
         errors[name] = error(write([other for other in ffn if other != name], trial))
     order = sorted(ffn, key=lambda name: -errors[name])
     tried: dict[int, float] = {}
