@@ -537,7 +537,7 @@ def _export_summary(meta: dict[str, Any], check: dict[str, Any], labels: LabelSe
     if is_int8(meta):
         scheme = _int8(check).get("scheme", "onnxruntime dynamic quantization")
         lines.append(f"Weights: {quantization_words(meta, check)}; {scheme}. The embeddings, the layers "
-                     "kept in fp32 and the linear layers onnxruntime does not quantize (below) stay fp32.")
+                     "kept in fp32 and the linear layers on pooled features (the head, below) stay fp32.")
     else:
         lines.append("Weights: fp32, as trained.")
     lines.append(f"`{meta.get('model_file', MODEL_FILE)}` runs with onnxruntime: neither PyTorch nor "
@@ -580,14 +580,14 @@ def _export_check(check: dict[str, Any], meta: dict[str, Any]) -> str:
         rows.append(("int8 layers kept in fp32", ", ".join(f"`{name}`" for name in kept) or "none"))
         if int8.get("fp32_layers_why"):
             rows.append(("why", int8["fp32_layers_why"]))
-        elif kept:
+        if int8.get("kept_layers", kept):
             chosen = (f"{int8.get('chosen_on', 'training texts')}: "
                       f"{int8.get('all_int8_selection_agreement', 0):.2%} agreement with every layer int8, "
                       f"{int8.get('selection_agreement', 0):.2%} with these kept")
             rows.append(("fp32 layers chosen on", chosen))
         left = int8.get("unquantized_layers") or []
         if left:
-            rows.append(("linear layers onnxruntime does not quantize", ", ".join(f"`{name}`" for name in left)))
+            rows.append(("linear layers on pooled features, fp32", ", ".join(f"`{name}`" for name in left)))
     merge = check.get("merge")
     if merge:
         rows.append(("merge check", (f"max |merged - (base + adapter)| {merge['max_abs_logit_diff']:.2g} "

@@ -406,9 +406,10 @@ def merge(run: Path, output: Path | None, overwrite: bool) -> None:
 @click.option("--format", "format_", type=click.Choice(FORMATS), default="onnx", show_default=True,
               help="Export format.")
 @click.option("--quantize", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
-              help="int8: onnxruntime dynamic quantization of the linear layers, per channel; the layers "
-                   "that cost agreement most stay fp32. int8-static: NNCF static int8 of the feed-forward "
-                   "layers, calibrated on training texts (the fastest with --backend openvino; needs nncf).")
+              help="int8: onnxruntime dynamic quantization of the linear layers, per channel. int8-static: "
+                   "NNCF static int8 of the feed-forward layers, calibrated on training texts (the fastest "
+                   "with --backend openvino; needs nncf). Both keep in fp32 the fewest layers that bring "
+                   "label agreement to 99.5% on reviews the run never trained on (its validation reviews).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, metavar="DIR",
               help="Export folder to create.")
 @click.option("--check-data", type=click.Path(path_type=Path), default=None, metavar="DIR",
@@ -453,7 +454,7 @@ def export(run: Path, format_: str, quantize: str, output: Path, check_data: Pat
         if result.quantization == "int8-static":
             kept = " (feed-forward only: attention, and any feed-forward layer the search kept, stays fp32)"
         table.add_row("int8 layers", f"{len(result.int8_layers)} of {n} linear layers{kept}")
-        table.add_row("on training texts", f"{result.selection_agreement:.2%} agreement")
+        table.add_row("layers chosen on", f"{result.chosen_on}: {result.selection_agreement:.2%} agreement")
     Console().print(table)
     if not result.passed:
         err_console.print(f"[bold]kept with --force[/]: below the bar (see "

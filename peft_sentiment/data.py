@@ -37,7 +37,8 @@ class Splits:
     validation_dropped: int = 0  # validation reviews left out for repeating a training or test text
 
 
-def load_splits(cfg: DataConfig, need_train: bool = True, labels: LabelSet | None = None) -> Splits:
+def load_splits(cfg: DataConfig, need_train: bool = True, labels: LabelSet | None = None,
+                validation_up_to: bool = False) -> Splits:
     """The subsets, validated and disjoint; raises `DataError` naming the file and the problem.
 
     train is `shuffle(seed).select(range(train_size))` of the train split and test the same of the
@@ -48,6 +49,8 @@ def load_splits(cfg: DataConfig, need_train: bool = True, labels: LabelSet | Non
 
     The label set comes from the train split (`labels.infer`) unless given; without the train split
     it is `labels` or the seed protocol's two classes. Labels of the other splits must be in it.
+    `validation_up_to` takes fewer validation rows after the training subset, not an error, when
+    the train split has fewer than validation_size left (none at all: no validation).
     """
     if not need_train:
         labels = labels or BINARY
@@ -72,9 +75,12 @@ def load_splits(cfg: DataConfig, need_train: bool = True, labels: LabelSet | Non
             validation = _subset(ds, cfg, min(cfg.validation_size, len(ds)), validation_origin, "validation",
                                  labels)
         else:
-            validation_origin = f"{train_origin} after the training subset"
-            validation = _subset(train_all, cfg, cfg.validation_size, train_origin, "validation", labels,
-                                 start=cfg.train_size)
+            n = cfg.validation_size
+            if validation_up_to:
+                n = min(n, max(len(train_all) - cfg.train_size, 0))
+            if n > 0:
+                validation_origin = f"{train_origin} after the training subset"
+                validation = _subset(train_all, cfg, n, train_origin, "validation", labels, start=cfg.train_size)
     splits = Splits(train=train, test=test, train_origin=train_origin, test_origin=test_origin,
                     validation=validation, validation_origin=validation_origin, labels=labels)
     if cfg.drop_overlap:

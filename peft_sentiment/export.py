@@ -20,9 +20,10 @@ The export folder describes itself:
 
 Every export is verified on the run's test texts (or the test split of --check-data), and one whose
 labels agree with the PyTorch model's on less than AGREEMENT_BAR of them is refused unless forced.
-For int8, when quantizing every linear layer does not reach the bar on texts of the run's training
-split, the layers that move the logits most there are kept in fp32, as few as reach the bar; the test
-texts only verify the result.
+For int8, when quantizing every linear layer does not reach the bar on reviews the run never trained
+on (its validation reviews and the ones after them: `_selection_texts`), the layers that move the
+logits most there are kept in fp32, as few as reach the bar (layer_search.py); the test texts only
+verify the result.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import torch
 
 from .config import RunConfig, config_to_dict
 from .errors import ConfigError, DataError, ModelError, RunError, first_line
+from .layer_search import keep_fewest
 from .loading import run_labels
 from .merge import MergeResult, copy_tokenizer, write_merged
 from .onnx_backend import (
@@ -79,8 +81,16 @@ AGREEMENT_BAR = 0.995
 # leaves orders of magnitude for that noise and still catches a wrong graph.
 LOGIT_TOLERANCE = 1e-3
 BATCH_SIZE = 32  # texts per forward pass while checking (length-sorted)
-N_SELECTION = 256  # training texts on which int8 must reach the bar before it is verified on the test texts
-N_RANKING = 32  # of those, the texts on which each layer's own quantization error is measured
+# Reviews never trained on on which int8 must reach the bar before it is verified on the test texts:
+# 500 resolve an agreement of 99.5% to one label (0.2%), 256 only to 0.4%.
+N_SELECTION = 500
+N_CALIBRATION = 256  # training texts that calibrate int8-static's activation ranges
+# Of those, the texts nearest the decision boundary, on which each layer's own int8 error is measured.
+# On a LoRA run of MiniLM (int8-static, 12 feed-forward layers, 500 selection texts), layers ranked
+# on these reached the bar with 5 in fp32 (1 label flipped), as with the first 32 texts (2 flipped)
+# and before all 500 (6 layers). Flips do not fall steadily as layers go back to fp32, and with the
+# first 32 the bisection stopped at 7 (benchmarks/speed/int8_static/ranking.json).
+N_RANKING = 32
 # Only MatMul: onnxruntime's dynamic quantization has no integer Gemm, so layers applied to a
 # [batch, features] input (the classification head, BERT's pooler) stay fp32; embeddings (Gather)
 # are lookups, not compute, and stay fp32 too.
@@ -109,7 +119,8 @@ class ExportResult:
     model_bytes: int
     int8_layers: tuple[str, ...] = ()
     fp32_layers: tuple[str, ...] = ()  # int8: linear layers kept in fp32 by the search
-    selection_agreement: float | None = None  # int8: agreement on the training texts that chose them
+    selection_agreement: float | None = None  # int8: agreement on the selection texts that chose them
+    chosen_on: str | None = None  # int8: those texts, in words
     merge_max_abs_diff: float | None = None  # adapter runs: the merge's own check, merged vs base + adapter
 
 
@@ -134,7 +145,7 @@ def export_run(run_dir: str | Path, output: str | Path, format: str = "onnx", qu
     cfg = _finished_run(run_dir)
     check_output(output, overwrite)
     texts, texts_from = _check_texts(cfg, run_dir, check_data)
-    selection = _selection_texts(cfg, run_dir) if quantize != "none" else []
+    selection = _selection_texts(cfg, run_dir) if quantize != "none" else None
     max_length = cfg.data.max_length
 
     with atomic_dir(output, overwrite) as tmp:
@@ -156,12 +167,15 @@ def export_run(run_dir: str | Path, output: str | Path, format: str = "onnx", qu
         search: Int8Search | StaticInt8 | None = None
         if quantize == "none":
             shutil.move(fp32_path, tmp / MODEL_FILE)
-        elif quantize == "int8":
-            search = quantize_int8(fp32_path, tmp / MODEL_FILE, model, length_batches(
-                tokenizer, selection, max_length, names), work, stage)
         else:
-            search = _quantize_static(fp32_path, tmp / MODEL_FILE, model, length_batches(
-                tokenizer, selection, max_length, names), stage)
+            assert selection is not None
+            chosen = length_batches(tokenizer, selection.texts, max_length, names)
+            if quantize == "int8":
+                search = quantize_int8(fp32_path, tmp / MODEL_FILE, model, chosen, selection.origin, stage)
+            else:
+                calibration = length_batches(tokenizer, selection.calibration, max_length, names)
+                search = _quantize_static(fp32_path, tmp / MODEL_FILE, model, chosen, selection.origin,
+                                          calibration, stage)
         stage(f"verifying on {len(texts)} texts")
         logits = onnx_logits(tmp / MODEL_FILE, batches)
         diff = float(np.abs(logits - reference).max())
@@ -203,6 +217,7 @@ def export_run(run_dir: str | Path, output: str | Path, format: str = "onnx", qu
         n_texts=len(texts), texts_from=texts_from, passed=passed, model_bytes=model_bytes,
         int8_layers=search.int8_layers if search else (), fp32_layers=search.fp32_layers if search else (),
         selection_agreement=search.selection_agreement if search else None,
+        chosen_on=search.chosen_on if search else None,
         merge_max_abs_diff=merge.max_abs_diff if merge is not None else None)
 
 
@@ -241,16 +256,34 @@ def _check_texts(cfg: RunConfig, run_dir: Path, check_data: str | Path | None) -
     return list(test["text"]), f"the test subset of {data.source}"
 
 
-def _selection_texts(cfg: RunConfig, run_dir: Path) -> list[str]:
-    """The first training texts of the run: int8 chooses its fp32 layers on these, never on test texts."""
+@dataclass(frozen=True)
+class Selection:
+    texts: list[str]  # reviews the run never trained on: int8 chooses its fp32 layers on these
+    origin: str  # where they come from, in words
+    calibration: list[str]  # the first training texts: int8-static calibrates its ranges on these
+
+
+def _selection_texts(cfg: RunConfig, run_dir: Path) -> Selection:
+    """Up to N_SELECTION reviews the run never trained on: its validation reviews and, taken the same
+    way, the ones after them (from the data's own validation split when it has one; any that repeat a
+    training or test text left out). Not the test texts, which only verify; not training texts, on
+    which a model is surer than on reviews it has not seen."""
     from .data import load_splits
 
+    data = dataclasses.replace(cfg.data, validation_size=max(cfg.data.validation_size, N_SELECTION),
+                               drop_overlap=True)
     try:
-        train = load_splits(cfg.data).train
+        splits = load_splits(data, validation_up_to=True)
     except DataError as err:
-        raise DataError(f"int8 export chooses which layers stay fp32 on the training texts of {run_dir}, "
-                        f"which cannot be read: {err}") from None
-    return list(train["text"][:N_SELECTION])
+        raise DataError(f"int8 export chooses which layers stay fp32 on reviews {run_dir} never trained "
+                        f"on, which cannot be read: {err}") from None
+    if splits.validation is None or len(splits.validation) == 0:
+        raise DataError(f"int8 export chooses which layers stay fp32 on reviews {run_dir} never trained "
+                        f"on, and {cfg.data.source} has none beyond its training subset: give the data a "
+                        "validation split")
+    n = len(splits.validation)
+    return Selection(texts=list(splits.validation["text"]), origin=f"{n} reviews of {splits.validation_origin}",
+                     calibration=list(splits.train["text"][:N_CALIBRATION]))
 
 
 def _fp32_model(run_dir: Path, cfg: RunConfig, work: Path,
@@ -392,10 +425,11 @@ class Int8Search:
     int8_layers: tuple[str, ...]
     fp32_layers: tuple[str, ...]  # kept fp32 by the search, most harmful first
     unquantized_layers: tuple[str, ...]  # linear layers onnxruntime's dynamic quantization leaves fp32
-    selection_agreement: float  # with fp32_layers kept, on the training texts
+    selection_agreement: float  # with fp32_layers kept, on the selection texts
     all_int8_agreement: float  # with every layer int8, on the same texts
-    n_selection: int
+    chosen_on: str  # the selection texts, in words
     layer_errors: dict[str, float]  # mean |logit diff| of each layer quantized alone (when searched)
+    tried: dict[int, float] = dataclasses.field(default_factory=dict)  # agreement by layers kept fp32
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -406,10 +440,11 @@ class Int8Search:
             "int8_layers": list(self.int8_layers),
             "fp32_layers": list(self.fp32_layers),
             "unquantized_layers": list(self.unquantized_layers),
-            "chosen_on": f"the first {self.n_selection} texts of the run's training subset",
+            "chosen_on": self.chosen_on,
             "selection_agreement": self.selection_agreement,
             "all_int8_selection_agreement": self.all_int8_agreement,
             "layer_errors": self.layer_errors,
+            "agreement_by_layers_kept": {str(k): v for k, v in self.tried.items()},
         }
 
 
@@ -465,108 +500,78 @@ def quantize(fp32_path: Path, out_path: Path, nodes: Sequence[str]) -> None:
                          nodes_to_quantize=list(nodes))
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, model: torch.nn.Module,
-                  selection: Batches, work: Path,
-                  stage: Callable[[str], None]) -> Int8Search:
+def quantize_int8(fp32_path: Path, out_path: Path, model: torch.nn.Module, selection: Batches,
+                  described: str, stage: Callable[[str], None]) -> Int8Search:
     """Quantize every linear layer; if labels then agree with fp32 on less than AGREEMENT_BAR of the
-    training texts, keep in fp32 the fewest of the most harmful layers that reach it.
-
-    A layer's harm is the mean |logit diff| from fp32 on the first N_RANKING training texts with that
-    layer alone quantized, measured by onnxruntime itself. Layers are then kept fp32 in that order:
-    the first count that reaches the bar is found by doubling, then bisection.
+    selection texts (`described`), keep in fp32 the fewest of the most harmful layers that reach it
+    (layer_search.keep_fewest). A layer's harm is the mean |logit diff| from fp32 on the N_RANKING
+    selection texts nearest the decision boundary with that layer alone quantized (onnxruntime).
     """
     layers, unquantizable = linear_layers(fp32_path)
     if not layers:
         raise ModelError("int8: the exported graph has no linear layer that onnxruntime can quantize")
-    reference = torch_logits(model, selection)
-    n_selection = len(reference)
+    agreement, error = _scorers(model, selection)
 
-    def agreement_without(kept: Sequence[str], path: Path) -> float:
-        quantize(fp32_path, path, [node for name, node in layers.items() if name not in kept])
-        logits = onnx_logits(path, selection)
-        return float((logits.argmax(-1) == reference.argmax(-1)).mean())
+    def score(kept: Sequence[str], path: Path) -> float:
+        nodes = [node for name, node in layers.items() if name not in kept]
+        if nodes:
+            quantize(fp32_path, path, nodes)
+        else:  # an empty node list would quantize every node: every layer fp32 is the fp32 graph
+            shutil.copyfile(fp32_path, path)
+        return agreement(path)
+
+    def harm(name: str, path: Path) -> float:
+        quantize(fp32_path, path, [layers[name]])
+        return error(path)
 
     stage(f"quantizing {len(layers)} linear layers to int8")
-    all_int8 = agreement_without((), out_path)
-    found = Int8Search(int8_layers=tuple(layers), fp32_layers=(), unquantized_layers=tuple(unquantizable),
-                       selection_agreement=all_int8, all_int8_agreement=all_int8, n_selection=n_selection,
-                       layer_errors={})
-    if all_int8 >= AGREEMENT_BAR:
-        return found
-
-    ranking = _ranking_batches(selection)
-    ranking_reference = torch_logits(model, ranking)
-    errors: dict[str, float] = {}
-    for i, (name, node) in enumerate(layers.items(), 1):
-        stage(f"int8 agrees on {all_int8:.1%} of {n_selection} training texts: measuring layer "
-              f"{i}/{len(layers)}")
-        alone = work / "alone.onnx"
-        quantize(fp32_path, alone, [node])
-        errors[name] = float(np.abs(onnx_logits(alone, ranking) - ranking_reference).mean())
-    order = sorted(layers, key=lambda name: -errors[name])
-
-    tried: dict[int, float] = {}
-
-    def reaches(count: int) -> bool:
-        stage(f"trying the {count} most harmful of {len(order)} layers in fp32")
-        tried[count] = agreement_without(order[:count], work / "trial.onnx")
-        if tried[count] < AGREEMENT_BAR:
-            return False
-        (work / "trial.onnx").replace(out_path)  # the last count that reaches is the one returned
-        return True
-
-    count = fewest(len(order), reaches)
-    kept = order[:count]
-    if count in tried:
-        final = tried[count]
-    else:  # no smaller count reached the bar: every layer fp32, the fp32 graph itself
-        shutil.copyfile(fp32_path, out_path)
-        final = float((onnx_logits(out_path, selection).argmax(-1) == reference.argmax(-1)).mean())
-    return dataclasses.replace(found, int8_layers=tuple(n for n in layers if n not in kept),
-                               fp32_layers=tuple(kept), selection_agreement=final, layer_errors=errors)
+    found = keep_fewest(list(layers), score, harm, out_path, AGREEMENT_BAR, stage, described)
+    return Int8Search(int8_layers=tuple(n for n in layers if n not in found.kept), fp32_layers=found.kept,
+                      unquantized_layers=tuple(unquantizable), selection_agreement=found.agreement,
+                      all_int8_agreement=found.all_int8_agreement, chosen_on=described,
+                      layer_errors=found.errors, tried=found.tried)
 
 
 def _quantize_static(fp32_path: Path, out_path: Path, model: torch.nn.Module, selection: Batches,
-                     stage: Callable[[str], None]) -> StaticInt8:
-    """int8-static (static_int8.py), calibrated on the selection texts and scored on them."""
+                     described: str, calibration: Batches, stage: Callable[[str], None]) -> StaticInt8:
+    """int8-static (static_int8.py): calibrated on `calibration` (training texts), its fp32 layers
+    chosen on the selection texts (`described`)."""
     layers, unquantizable = linear_layers(fp32_path)
+    agreement, error = _scorers(model, selection)
+    stage(f"calibrating int8 on {sum(len(index) for index, _ in calibration)} training texts")
+    return quantize_static(fp32_path, out_path, [inputs for _, inputs in calibration], layers, unquantizable,
+                           agreement, error, described, AGREEMENT_BAR, stage)
+
+
+def _scorers(model: torch.nn.Module, selection: Batches) -> tuple[Callable[[Path], float],
+                                                                  Callable[[Path], float]]:
+    """(agreement, error) of an ONNX graph against PyTorch: the share of selection texts whose label
+    agrees, and the mean |logit diff| on the N_RANKING of them nearest PyTorch's decision boundary
+    (the smallest gap between the two highest logits), the texts whose labels int8 can flip."""
     reference = torch_logits(model, selection)
-    ranking = _ranking_batches(selection)
+    top = np.sort(reference, axis=-1)
+    nearest = np.argsort(top[:, -1] - top[:, -2], kind="stable")[:N_RANKING]
+    ranking = _ranking_batches(selection, nearest)
     ranking_reference = torch_logits(model, ranking)
-    stage(f"calibrating int8 on {len(reference)} training texts")
+    labels = reference.argmax(-1)
 
     def agreement(path: Path) -> float:
-        return float((onnx_logits(path, selection).argmax(-1) == reference.argmax(-1)).mean())
+        return float((onnx_logits(path, selection).argmax(-1) == labels).mean())
 
     def error(path: Path) -> float:
         return float(np.abs(onnx_logits(path, ranking) - ranking_reference).mean())
 
-    return quantize_static(fp32_path, out_path, [inputs for _, inputs in selection], layers, unquantizable,
-                           agreement, error, len(reference), AGREEMENT_BAR, stage)
+    return agreement, error
 
 
-def fewest(n: int, reaches: Callable[[int], bool]) -> int:
-    """The smallest count in 1..n that `reaches`, for a `reaches` that holds from some count on (and
-    not at 0): doubling, then bisection, about 2 log2(count) calls. n, untried, when no smaller one does."""
-    low, high = 0, 1  # low: known not to reach
-    while high < n and not reaches(high):
-        low, high = high, high * 2
-    high = min(high, n)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if reaches(middle):
-            high = middle
-        else:
-            low = middle
-    return high
-
-
-def _ranking_batches(selection: Batches) -> list[
-        tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """The first N_RANKING selection texts, from the length-sorted batches (their own positions)."""
+def _ranking_batches(selection: Batches, rows: np.ndarray) -> Batches:
+    """The selection texts at positions `rows`, in their length-sorted batches, numbered 0.. in the
+    order of `rows`."""
+    number = {int(row): i for i, row in enumerate(rows)}
     picked = []
     for index, inputs in selection:
-        keep = np.flatnonzero(index < N_RANKING)
+        keep = np.flatnonzero(np.isin(index, rows))
         if len(keep):
-            picked.append((index[keep], {k: v[keep] for k, v in inputs.items()}))
+            picked.append((np.array([number[int(row)] for row in index[keep]]),
+                           {k: v[keep] for k, v in inputs.items()}))
     return picked

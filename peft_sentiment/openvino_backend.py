@@ -4,7 +4,8 @@
 reads the same export folder. Where the CPU computes bf16 natively (AVX512-BF16 or AMX) and
 `precision` is auto, OpenVINO runs the graph in bf16 (its inference precision hint); the weights
 on disk stay fp32. Texts go in batches of `BATCH`, several batches in flight at once (its
-throughput hint), longest first as predict sorts them.
+throughput hint), longest first as predict sorts them; fewer texts than fill every request (a
+micro-batch of `serve`) are shared out among the requests, so that no stream idles.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def require_openvino() -> Any:
     except ImportError:
         raise ConfigError(f"the openvino backend needs openvino: {INSTALL_HINT}") from None
     return openvino
+
+
+def request_size(n_texts: int, requests: int) -> int:
+    """Texts per infer request: BATCH, or fewer when `n_texts` would not give each request one."""
+    return max(1, min(BATCH, -(-n_texts // max(requests, 1))))
 
 
 class OpenVinoClassifier(OnnxClassifier):
@@ -62,22 +68,23 @@ class OpenVinoClassifier(OnnxClassifier):
         self.requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 logits, one row per text, the texts in batches of BATCH run side by side."""
+        """float32 logits, one row per text, the texts in batches of up to BATCH run side by side."""
         from openvino import AsyncInferQueue
 
         texts = list(texts)
-        rows: list[np.ndarray | None] = [None] * ((len(texts) + BATCH - 1) // BATCH)
+        size = request_size(len(texts), self.requests)
+        rows: list[np.ndarray | None] = [None] * ((len(texts) + size - 1) // size)
 
         def keep(request: Any, index: int) -> None:
             rows[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32)
 
         queue = AsyncInferQueue(self.compiled, self.requests)
         queue.set_callback(keep)
-        for index, start in enumerate(range(0, len(texts), BATCH)):
-            queue.start_async(encode(self.tokenizer, texts[start:start + BATCH], self.max_length,
+        for index, start in enumerate(range(0, len(texts), size)):
+            queue.start_async(encode(self.tokenizer, texts[start:start + size], self.max_length,
                                      self.input_names), index)
         queue.wait_all()
         return np.concatenate(rows) if rows else np.zeros((0, len(self.id2label)), dtype=np.float32)
 
 
-__all__ = ["BATCH", "OpenVinoClassifier"]
+__all__ = ["BATCH", "OpenVinoClassifier", "request_size"]

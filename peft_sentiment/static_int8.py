@@ -8,8 +8,9 @@ intermediate -> hidden), two thirds of the linear layers' multiply-adds. The att
 attention itself and the embedding tables stay in floating point: quantizing the attention
 projections too cost about 3% of labels on train-split reviews that no run trains on
 (benchmarks/speed/int8_static/). As with `--quantize int8`, when labels then agree with PyTorch on
-less than the bar on the calibration texts, the feed-forward layers that move the logits most are
-put back to fp32 (`keep_fp32`: exactly the fp32 computation for those layers), as few as reach it.
+less than the bar on the selection texts (reviews the run never trained on), the feed-forward layers
+that move the logits most are put back to fp32 (`keep_fp32`: exactly the fp32 computation for those
+layers), as few as reach it (layer_search.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, ModelError, first_line
+from .layer_search import keep_fewest
 
 INSTALL_HINT = "pip install 'peft-sentiment[openvino]'"
 SCHEME = ("NNCF post-training static quantization (transformer preset): int8 weights per output channel "
@@ -38,10 +40,12 @@ class StaticInt8:
     fp32_layers: tuple[str, ...]  # the attention projections, then feed-forward layers kept fp32
     kept_layers: tuple[str, ...]  # the feed-forward layers the search kept fp32, most harmful first
     unquantized_layers: tuple[str, ...]  # linear layers on [batch, features] inputs (head, pooler)
-    n_calibration: int
-    selection_agreement: float  # labels of the int8 graph against PyTorch's, on the calibration texts
+    n_calibration: int  # training texts the activation ranges were calibrated on
+    chosen_on: str  # the selection texts, in words
+    selection_agreement: float  # labels of the int8 graph against PyTorch's, on the selection texts
     all_int8_agreement: float  # the same with every feed-forward layer int8
     layer_errors: dict[str, float]  # mean |logit diff| of each feed-forward layer int8 alone (when searched)
+    tried: dict[int, float] = dataclasses.field(default_factory=dict)  # agreement by layers kept fp32
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,10 +58,12 @@ class StaticInt8:
                                    if self.kept_layers else "")),
             "kept_layers": list(self.kept_layers),
             "unquantized_layers": list(self.unquantized_layers),
-            "chosen_on": f"calibrated on the first {self.n_calibration} texts of the run's training subset",
+            "calibrated_on": f"the first {self.n_calibration} texts of the run's training subset",
+            "chosen_on": self.chosen_on,
             "selection_agreement": self.selection_agreement,
             "all_int8_selection_agreement": self.all_int8_agreement,
             "layer_errors": self.layer_errors,
+            "agreement_by_layers_kept": {str(k): v for k, v in self.tried.items()},
         }
 
 
@@ -95,15 +101,12 @@ def _quiet() -> Iterator[None]:
 
 def quantize_static(fp32_path: Path, out_path: Path, calibration: Sequence[dict[str, np.ndarray]],
                     layers: dict[str, str], unquantized: Sequence[str], agreement: Callable[[Path], float],
-                    error: Callable[[Path], float], n_calibration: int, bar: float,
+                    error: Callable[[Path], float], chosen_on: str, bar: float,
                     stage: Callable[[str], None]) -> StaticInt8:
     """Write `out_path`: `fp32_path` with its feed-forward layers int8, calibrated on `calibration`
     (batches of model inputs). `agreement(path)` scores a graph's labels against PyTorch's on the
-    calibration texts; below `bar`, the feed-forward layers that move the logits most (`error(path)`
-    of the graph with that layer alone int8) go back to fp32, as few as reach it (export.fewest)."""
-    from .export import fewest
-
-    nncf = require_nncf()
+    selection texts (`chosen_on`); below `bar`, the feed-forward layers that move the logits most
+    (`error(path)` of the graph with that layer alone int8) go back to fp32, as few as reach it."""
     import onnx
 
     ffn = feed_forward(fp32_path, layers)
@@ -111,51 +114,39 @@ def quantize_static(fp32_path: Path, out_path: Path, calibration: Sequence[dict[
         raise ModelError("int8-static: the exported graph has no feed-forward layer (a linear layer with a "
                          "non-square weight) to quantize")
     fp32 = onnx.load(str(fp32_path))
+    quantized = calibrate(fp32, calibration, set(ffn.values()))
+
+    def score(kept: Sequence[str], path: Path) -> float:
+        onnx.save(keep_fp32(quantized, fp32, {ffn[name] for name in kept}), str(path))
+        return agreement(path)
+
+    def harm(name: str, path: Path) -> float:
+        onnx.save(keep_fp32(quantized, fp32, {ffn[other] for other in ffn if other != name}), str(path))
+        return error(path)
+
+    found = keep_fewest(list(ffn), score, harm, out_path, bar, stage, chosen_on)
+    n_calibration = sum(len(batch["input_ids"]) for batch in calibration)
+    return StaticInt8(int8_layers=tuple(n for n in ffn if n not in found.kept),
+                      fp32_layers=tuple(m for m in layers if m not in ffn) + found.kept, kept_layers=found.kept,
+                      unquantized_layers=tuple(unquantized), n_calibration=n_calibration,
+                      chosen_on=chosen_on, selection_agreement=found.agreement,
+                      all_int8_agreement=found.all_int8_agreement, layer_errors=found.errors,
+                      tried=found.tried)
+
+
+def calibrate(fp32: Any, calibration: Sequence[dict[str, np.ndarray]], nodes: set[str]) -> Any:
+    """The ONNX model `fp32` with the MatMul nodes `nodes` int8 (NNCF, transformer preset), their
+    activation ranges calibrated on `calibration` (batches of model inputs); every other node as it was."""
+    nncf = require_nncf()
     others = [node.name for node in fp32.graph.node  # Gather: NNCF would make the embedding tables int8
-              if node.op_type in ("MatMul", "Gemm", "Gather") and node.name not in ffn.values()]
+              if node.op_type in ("MatMul", "Gemm", "Gather") and node.name not in nodes]
     try:
         with _quiet():
-            quantized = nncf.quantize(
+            return nncf.quantize(
                 fp32, nncf.Dataset(list(calibration)), model_type=nncf.ModelType.TRANSFORMER,
                 subset_size=len(calibration), ignored_scope=nncf.IgnoredScope(names=others, validate=False))
     except Exception as err:  # noqa: BLE001 - NNCF raises many types
         raise ModelError(f"int8-static quantization failed: {first_line(err)}") from None
-
-    def write(kept: Sequence[str], path: Path) -> Path:
-        onnx.save(keep_fp32(quantized, fp32, {ffn[name] for name in kept}), str(path))
-        return path
-
-    all_int8 = agreement(write((), out_path))
-    found = StaticInt8(int8_layers=tuple(ffn), fp32_layers=tuple(m for m in layers if m not in ffn),
-                       kept_layers=(), unquantized_layers=tuple(unquantized), n_calibration=n_calibration,
-                       selection_agreement=all_int8, all_int8_agreement=all_int8, layer_errors={})
-    if all_int8 >= bar:
-        return found
-    trial = out_path.with_name("trial.onnx")
-    errors: dict[str, float] = {}
-    for i, name in enumerate(ffn, 1):
-        stage(f"int8 agrees on {all_int8:.1%} of {n_calibration} training texts: "
-              f"measuring layer {i}/{len(ffn)}")
-        errors[name] = error(write([other for other in ffn if other != name], trial))
-    order = sorted(ffn, key=lambda name: -errors[name])
-    tried: dict[int, float] = {}
-
-    def reaches(count: int) -> bool:
-        stage(f"trying the {count} most harmful of {len(order)} feed-forward layers in fp32")
-        tried[count] = agreement(write(order[:count], trial))
-        if tried[count] < bar:
-            return False
-        trial.replace(out_path)  # the last count that reaches is the one returned
-        return True
-
-    count = fewest(len(order), reaches)
-    if count not in tried:  # no smaller count reached the bar: every feed-forward layer fp32
-        tried[count] = agreement(write(order, out_path))
-    trial.unlink(missing_ok=True)
-    kept = tuple(order[:count])
-    return dataclasses.replace(found, int8_layers=tuple(n for n in ffn if n not in kept),
-                               fp32_layers=found.fp32_layers + kept, kept_layers=kept,
-                               selection_agreement=tried[count], layer_errors=errors)
 
 
 def keep_fp32(quantized: Any, fp32: Any, nodes: set[str]) -> Any:

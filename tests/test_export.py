@@ -23,13 +23,12 @@ from conftest import (
 )
 
 from peft_sentiment import export as export_module
-from peft_sentiment.errors import ConfigError, ModelError
+from peft_sentiment.errors import ConfigError, DataError, ModelError
 from peft_sentiment.export import (
     AGREEMENT_BAR,
     ExportResult,
     export_onnx,
     export_run,
-    fewest,
     input_names,
     length_batches,
     linear_layers,
@@ -37,6 +36,7 @@ from peft_sentiment.export import (
     quantize,
     torch_logits,
 )
+from peft_sentiment.layer_search import fewest
 from peft_sentiment.loading import load_model
 from peft_sentiment.onnx_backend import (
     CHECK_FILE,
@@ -136,7 +136,7 @@ def test_int8_records_agreement_and_layers(int8_export: ExportResult) -> None:
     assert check["logit_tolerance"] is None  # int8 is held to the agreement bar only
     int8 = check["int8"]
     assert int8["per_channel"] is True and int8["reduce_range"] is True
-    assert "training subset" in int8["chosen_on"]
+    assert int8["chosen_on"].startswith("100 reviews of ") and "validation" in int8["chosen_on"]
     layers = int8["int8_layers"] + int8["fp32_layers"]
     assert len(layers) == 12 and len(set(layers)) == 12  # 2 blocks x (q, k, v, out, lin1, lin2)
     assert all(name.startswith("distilbert.transformer.layer.") for name in layers)
@@ -144,6 +144,37 @@ def test_int8_records_agreement_and_layers(int8_export: ExportResult) -> None:
     graph = onnx.load(str(int8_export.output / MODEL_FILE))
     assert sum(n.op_type == "MatMulInteger" for n in graph.graph.node) == len(int8["int8_layers"]) > 0
     assert int8_export.int8_layers == tuple(int8["int8_layers"])
+
+
+def test_int8_chooses_on_reviews_the_run_never_trained_on(tmp_path: Path) -> None:
+    """The selection texts: the reviews after the training subset in the same shuffled order (up to
+    N_SELECTION, fewer when the split has fewer), none of them a training or test text; the
+    calibration texts: the first training texts. A split with nothing left is an error."""
+    from datasets import Dataset
+
+    from peft_sentiment.config import DataConfig, RunConfig
+
+    train, test = make_rows(90, seed=1), make_rows(30, seed=2)
+    folder = write_data_folder(tmp_path / "d", train, test)
+    cfg = RunConfig(data=DataConfig(source=str(folder), train_size=40, test_size=20, validation_size=10))
+    found = export_module._selection_texts(cfg, tmp_path / "run")
+    shuffled = Dataset.from_list(train).shuffle(seed=42)["text"]
+    assert found.texts == shuffled[40:90]  # the run's 10 validation reviews, then the 40 after them
+    assert found.calibration == shuffled[:40] and found.origin.startswith("50 reviews of ")
+    assert not set(found.texts) & {r["text"] for r in test}
+    with pytest.raises(DataError, match="none beyond its training subset: give the data a validation split"):
+        export_module._selection_texts(RunConfig(data=DataConfig(source=str(folder), train_size=90,
+                                                                 test_size=20)), tmp_path / "run")
+
+
+def test_ranking_texts_keep_their_inputs_and_are_numbered_in_order() -> None:
+    """The texts a layer's harm is measured on are cut out of the length-sorted batches whole, and
+    numbered in the order asked for (so that logits computed on them line up)."""
+    ids = np.arange(12).reshape(6, 2)
+    selection = [(np.array([4, 0, 2]), {"input_ids": ids[:3]}), (np.array([1, 5, 3]), {"input_ids": ids[3:]})]
+    picked = export_module._ranking_batches(selection, np.array([3, 0, 5]))
+    assert [index.tolist() for index, _ in picked] == [[1], [2, 0]]
+    assert [inputs["input_ids"].tolist() for _, inputs in picked] == [[[2, 3]], [[8, 9], [10, 11]]]
 
 
 def test_fewest_doubles_then_bisects() -> None:
@@ -161,7 +192,7 @@ def test_fewest_doubles_then_bisects() -> None:
 
 def fragile_run(smoke_full: CliRun, dest: Path) -> Path:
     """A copy of the full smoke run whose decision boundary is moved to where int8 flips most labels
-    of the training texts the export chooses its layers on.
+    of the texts the export chooses its layers on (the run's validation reviews)
 
     The smoke model's logit margins sit in two tight clusters near -6 and +6, far out of reach of
     int8's errors (a few thousandths). Shifting the classifier's bias shifts the fp32 and the int8
@@ -170,7 +201,6 @@ def fragile_run(smoke_full: CliRun, dest: Path) -> Path:
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from peft_sentiment.data import load_splits
     from peft_sentiment.rundir import load_run_config
 
     run = copy_run(smoke_full.path, dest)
@@ -178,7 +208,7 @@ def fragile_run(smoke_full: CliRun, dest: Path) -> Path:
     model = AutoModelForSequenceClassification.from_pretrained(run / "model").eval()
     tokenizer = AutoTokenizer.from_pretrained(run / "model")
     names = input_names(model, tokenizer)
-    texts = list(load_splits(cfg.data).train["text"][:export_module.N_SELECTION])
+    texts = export_module._selection_texts(cfg, run).texts
     batches = length_batches(tokenizer, texts, SMOKE_MAX_LENGTH, names)
     export_onnx(model, encode(tokenizer, texts[:2], SMOKE_MAX_LENGTH, names), dest.parent / "fp32.onnx")
     layers, _ = linear_layers(dest.parent / "fp32.onnx")
@@ -199,7 +229,7 @@ def fragile_run(smoke_full: CliRun, dest: Path) -> Path:
 
 
 def test_int8_keeps_the_most_harmful_layers_fp32(smoke_full: CliRun, tmp_path: Path) -> None:
-    """When int8 everywhere flips labels on the training texts, the layers that move the logits most
+    """When int8 everywhere flips labels on the selection texts, the layers that move the logits most
     stay fp32, just enough of them to reach the bar there; the test texts then verify."""
     run = fragile_run(smoke_full, tmp_path / "run")
     result = export_run(run, tmp_path / "out", quantize="int8", force=True)
@@ -211,6 +241,9 @@ def test_int8_keeps_the_most_harmful_layers_fp32(smoke_full: CliRun, tmp_path: P
     assert set(errors) == set(kept) | set(int8["int8_layers"]) and len(errors) == 12
     assert len(kept) > 0 and kept == sorted(errors, key=lambda name: -errors[name])[:len(kept)]
     assert result.fp32_layers == tuple(kept) and result.selection_agreement == int8["selection_agreement"]
+    tried = int8["agreement_by_layers_kept"]  # every count the search tried, with its agreement
+    assert tried["0"] == int8["all_int8_selection_agreement"] and tried[str(len(kept))] == int8["selection_agreement"]
+    assert all(value < AGREEMENT_BAR for count, value in tried.items() if int(count) < len(kept))
     assert check["agreement"] == result.agreement  # verified on the test texts, whatever it found
 
 
@@ -356,7 +389,8 @@ def test_int8_static_quantizes_the_feed_forward_layers(lora_run: Path, tmp_path:
     assert check["forced"] == (not check["passed"])
     assert check["agreement"] >= 0.9 and check["logit_tolerance"] is None
     int8 = check["int8"]
-    assert "NNCF" in int8["scheme"] and "training subset" in int8["chosen_on"]
+    assert "NNCF" in int8["scheme"] and "training subset" in int8["calibrated_on"]
+    assert int8["chosen_on"].startswith("100 reviews of ") and "validation" in int8["chosen_on"]
     # DistilBERT's feed-forward layers are ffn.lin1 and ffn.lin2 of each block; q, k, v, out stay fp32.
     assert sorted(int8["int8_layers"]) == [f"distilbert.transformer.layer.{i}.ffn.lin{j}"
                                            for i in (0, 1) for j in (1, 2)]
@@ -416,12 +450,13 @@ def test_int8_static_search_keeps_the_fewest_feed_forward_layers_fp32(exports: d
     found = quantize_static(fp32_path, tmp_path / "int8.onnx", batches, layers, unquantized,
                             agreement=lambda path: 1.0 if _ffn_kept(path) >= 3 else 0.5,
                             error=lambda path: float(np.abs(logits(path) - reference).mean()),
-                            n_calibration=len(TEXTS), bar=AGREEMENT_BAR, stage=stages.append)
+                            chosen_on="the test texts", bar=AGREEMENT_BAR, stage=stages.append)
     assert len(found.kept_layers) == 3 and _ffn_kept(tmp_path / "int8.onnx") == 3
     assert found.all_int8_agreement == 0.5 and found.selection_agreement == 1.0
+    assert found.tried == {0: 0.5, 1: 0.5, 2: 0.5, 3: 1.0}  # 1, 2 fail; 4 (every one) untried; then 3
     assert set(found.layer_errors) == set(found.int8_layers) | set(found.kept_layers)  # the 4 ffn layers
     assert list(found.kept_layers) == sorted(found.layer_errors, key=lambda n: -found.layer_errors[n])[:3]
-    assert set(found.kept_layers) <= set(found.fp32_layers) and not (tmp_path / "trial.onnx").exists()
+    assert set(found.kept_layers) <= set(found.fp32_layers) and not (tmp_path / "int8.trial.onnx").exists()
     assert any("measuring layer 4/4" in s for s in stages)
 
     quantized = onnx.load(str(tmp_path / "int8.onnx"))

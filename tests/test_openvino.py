@@ -75,3 +75,13 @@ def test_without_openvino_one_line_says_what_to_install(export: Path, monkeypatc
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
     result = invoke(["predict", export, "--backend", "openvino", "fine"])
     assert_one_line_error(result, 1, "pip install 'peft-sentiment[openvino]'")
+
+
+def test_a_micro_batch_is_shared_out_among_the_requests() -> None:
+    """serve's micro-batches are often fewer texts than fill every infer request: they are split so
+    that each request gets some, never more than BATCH; long lists go in requests of BATCH."""
+    from peft_sentiment.openvino_backend import BATCH, request_size
+
+    assert BATCH == 8
+    assert [request_size(n, 2) for n in (1, 2, 7, 8, 15, 16, 17, 2000)] == [1, 1, 4, 4, 8, 8, 8, 8]
+    assert request_size(8, 4) == 2 and request_size(8, 1) == 8 and request_size(3, 0) == 3

@@ -621,7 +621,7 @@ def test_onnx_card_int8_and_forced(onnx_export: Path, tmp_path: Path) -> None:
     check.update(agreement=0.99, passed=False, forced=True, max_abs_logit_diff=0.0123, logit_tolerance=None)
     check["int8"] = {"scheme": "onnxruntime dynamic quantization: int8 weights per output channel",
                      "int8_layers": ["layer.0.lin1", "layer.1.lin1"], "fp32_layers": ["layer.0.lin2"],
-                     "unquantized_layers": ["classifier"], "chosen_on": "the first 256 texts of the run's training subset",
+                     "unquantized_layers": ["classifier"], "chosen_on": "500 reviews of data/train.parquet after the training subset",
                      "selection_agreement": 0.996, "all_int8_selection_agreement": 0.98}
     (export / "export_check.json").write_text(json.dumps(check))
     card = ModelCard(build_export_card(export, REPO, "acme/tiny-base"))
@@ -633,8 +633,8 @@ def test_onnx_card_int8_and_forced(onnx_export: Path, tmp_path: Path) -> None:
                    "| largest \\|logit difference\\| from PyTorch | 0.012 |",
                    "| label agreement with PyTorch | 99.00% (bar 99.5%) |",
                    "| int8 layers kept in fp32 | `layer.0.lin2` |",
-                   ("the first 256 texts of the run's training subset: 98.00% agreement with every layer int8, "
-                    "99.60% with these kept"), "| linear layers onnxruntime does not quantize | `classifier` |",
+                   ("500 reviews of data/train.parquet after the training subset: 98.00% agreement with every layer int8, "
+                    "99.60% with these kept"), "| linear layers on pooled features, fp32 | `classifier` |",
                    "**failed**: kept with `--force`", "This export did not pass its check",
                    f"changed {round(0.01 * check['n_texts'])} of their {check['n_texts']:,} labels"):
         assert needle in text, needle
