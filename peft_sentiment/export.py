@@ -549,10 +549,9 @@ def _scorers(model: torch.nn.Module, selection: Batches) -> tuple[Callable[[Path
     agrees, and the mean |logit diff| on the N_RANKING of them nearest PyTorch's decision boundary
     (the smallest gap between the two highest logits), the texts whose labels int8 can flip."""
     reference = torch_logits(model, selection)
-    top = np.sort(reference, axis=-1)
-    nearest = np.argsort(top[:, -1] - top[:, -2], kind="stable")[:N_RANKING]
+    nearest = nearest_boundary(reference, N_RANKING)
     ranking = _ranking_batches(selection, nearest)
-    ranking_reference = torch_logits(model, ranking)
+    ranking_reference = reference[nearest]  # _ranking_batches numbers the texts in this order
     labels = reference.argmax(-1)
 
     def agreement(path: Path) -> float:
@@ -562,6 +561,12 @@ def _scorers(model: torch.nn.Module, selection: Batches) -> tuple[Callable[[Path
         return float(np.abs(onnx_logits(path, ranking) - ranking_reference).mean())
 
     return agreement, error
+
+
+def nearest_boundary(logits: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the `n` rows of `logits` with the smallest gap between their two highest logits."""
+    top = np.sort(logits, axis=-1)
+    return np.argsort(top[:, -1] - top[:, -2], kind="stable")[:n]
 
 
 def _ranking_batches(selection: Batches, rows: np.ndarray) -> Batches:

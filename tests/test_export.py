@@ -177,6 +177,11 @@ def test_ranking_texts_keep_their_inputs_and_are_numbered_in_order() -> None:
     assert [inputs["input_ids"].tolist() for _, inputs in picked] == [[[2, 3]], [[8, 9], [10, 11]]]
 
 
+def test_layers_are_ranked_on_the_texts_nearest_the_boundary() -> None:
+    logits = np.array([[0.0, 3.0, 0.5], [1.0, 1.2, -4.0], [2.0, -2.0, 1.9], [5.0, 0.0, 0.0], [0.3, 0.0, 0.0]])
+    assert export_module.nearest_boundary(logits, 3).tolist() == [2, 1, 4]  # gaps 0.1, 0.2, 0.3
+
+
 def test_fewest_doubles_then_bisects() -> None:
     for needed in range(1, 40):
         calls: list[int] = []

@@ -77,7 +77,7 @@ def test_without_openvino_one_line_says_what_to_install(export: Path, monkeypatc
     assert_one_line_error(result, 1, "pip install 'peft-sentiment[openvino]'")
 
 
-def test_a_micro_batch_is_shared_out_among_the_requests() -> None:
+def test_a_micro_batch_is_shared_out_among_the_requests(export: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """serve's micro-batches are often fewer texts than fill every infer request: they are split so
     that each request gets some, never more than BATCH; long lists go in requests of BATCH."""
     from peft_sentiment.openvino_backend import BATCH, request_size
@@ -85,3 +85,19 @@ def test_a_micro_batch_is_shared_out_among_the_requests() -> None:
     assert BATCH == 8
     assert [request_size(n, 2) for n in (1, 2, 7, 8, 15, 16, 17, 2000)] == [1, 1, 4, 4, 8, 8, 8, 8]
     assert request_size(8, 4) == 2 and request_size(8, 1) == 8 and request_size(3, 0) == 3
+    openvino = pytest.importorskip("openvino")
+    from peft_sentiment.predict import load_pipeline
+
+    sizes: list[int] = []
+
+    class Counting(openvino.AsyncInferQueue):  # the queue logits() starts its requests on
+        def start_async(self, inputs: dict[str, np.ndarray], userdata: object = None) -> None:
+            sizes.append(len(inputs["input_ids"]))
+            super().start_async(inputs, userdata)
+
+    ov = load_pipeline(export, backend="openvino", precision="fp32")
+    ov.requests = 2
+    monkeypatch.setattr(openvino, "AsyncInferQueue", Counting)
+    assert ov.logits(TEXTS[:8]).shape == (8, 2) and sizes == [4, 4]
+    sizes.clear()
+    assert ov.logits(TEXTS[:20]).shape == (20, 2) and sizes == [8, 8, 4]
