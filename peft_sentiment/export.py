@@ -5,16 +5,19 @@ by PyTorch's own exporter, `torch.onnx.export(dynamo=True)`, with dynamic batch 
 Both of torch's exporters gave logits within 1e-6 of PyTorch for DistilBERT and BERT over batch
 sizes and lengths, but the legacy TorchScript one is deprecated since torch 2.9 and its tracer turns
 Python branches on tensor values (transformers' mask code has some) into constants; the dynamo one
-records module names on each node, which name the layers int8 keeps in fp32. int8 is onnxruntime's
-dynamic quantization of the linear layers' weights, per output channel.
+records module names on each node, which name the layers int8 keeps in fp32. For BERT and DistilBERT
+classifiers the last layer is exported for the first token only past its self-attention (the head
+reads no other position: first_token.py), which the check below verifies like any export. int8 is
+onnxruntime's dynamic quantization of the linear layers' weights, per output channel.
 
 The export folder describes itself:
 
     model.onnx          inputs input_ids, attention_mask (and token_type_ids for BERT), output logits
     config.json         the model's config, with id2label and label2id
     tokenizer files     the run's tokenizer, model_max_length set to the run's max_length
-    export.json         source run, method, base model, max_length, quantization, the run's test
-                        metrics and data config (so `evaluate EXPORT` needs nothing else)
+    export.json         source run, method, base model, max_length, quantization, how the last layer
+                        was exported, the run's test metrics and data config (so `evaluate EXPORT`
+                        needs nothing else)
     export_check.json   the verification: largest |logit difference| from the PyTorch model and label
                         agreement on the run's test texts; for int8, which layers stayed fp32 and why
 
@@ -45,6 +48,7 @@ import torch
 
 from .config import RunConfig, config_to_dict
 from .errors import ConfigError, DataError, ModelError, RunError, first_line
+from .first_token import first_token_only
 from .layer_search import keep_fewest
 from .loading import run_labels
 from .merge import MergeResult, copy_tokenizer, write_merged
@@ -163,7 +167,8 @@ def export_run(run_dir: str | Path, output: str | Path, format: str = "onnx", qu
         stage("exporting with torch.onnx.export")
         fp32_path = work / "fp32.onnx"
         example = (texts * 2)[:2]  # a batch of two (the first text twice when there is only one)
-        export_onnx(model, encode(tokenizer, example, max_length, names), fp32_path)
+        with first_token_only(model) as last_layer:
+            export_onnx(model, encode(tokenizer, example, max_length, names), fp32_path)
         search: Int8Search | StaticInt8 | None = None
         if quantize == "none":
             shutil.move(fp32_path, tmp / MODEL_FILE)
@@ -201,7 +206,7 @@ def export_run(run_dir: str | Path, output: str | Path, format: str = "onnx", qu
         if search is not None:
             check["int8"] = search.to_dict()
         write_json(check, tmp / CHECK_FILE)
-        write_json(_metadata(run_dir, cfg, quantize, names, merge), tmp / METADATA_FILE)
+        write_json(_metadata(run_dir, cfg, quantize, names, merge, last_layer), tmp / METADATA_FILE)
         if not passed and not force:
             what = f"agrees with the PyTorch model on {agreement:.1%} of {len(texts)} texts"
             if quantize == "none" and agreement >= AGREEMENT_BAR:
@@ -310,7 +315,7 @@ def _write_model_files(run_dir: Path, cfg: RunConfig, work: Path, folder: Path) 
 
 
 def _metadata(run_dir: Path, cfg: RunConfig, quantize: str, names: Sequence[str],
-              merge: MergeResult | None) -> dict[str, Any]:
+              merge: MergeResult | None, last_layer: str | None) -> dict[str, Any]:
     import onnxruntime
     import transformers
 
@@ -334,6 +339,7 @@ def _metadata(run_dir: Path, cfg: RunConfig, quantize: str, names: Sequence[str]
         "head_tokens": cfg.data.head_tokens,
         "inputs": list(names),
         "outputs": ["logits"],
+        "last_layer": last_layer or "every token, as in PyTorch (first_token.py does not know this architecture)",
         "test_metrics": {k: metrics[k] for k in ("accuracy", "f1", "precision", "recall", "n_test")
                          if k in metrics},
         "data": config_to_dict(cfg.data),

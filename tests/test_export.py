@@ -36,6 +36,7 @@ from peft_sentiment.export import (
     quantize,
     torch_logits,
 )
+from peft_sentiment.first_token import DESCRIPTION, first_token_only
 from peft_sentiment.layer_search import fewest
 from peft_sentiment.loading import load_model
 from peft_sentiment.onnx_backend import (
@@ -117,6 +118,7 @@ def test_export_folder_describes_itself(kind: str, exports: dict[str, Any]) -> N
     assert meta["max_length"] == SMOKE_MAX_LENGTH and meta["data"]["source"] == "builtin:smoke"
     assert meta["test_metrics"]["accuracy"] == metrics["accuracy"] and meta["test_metrics"]["n_test"] == 100
     assert meta["merged"] == (kind == "lora") and "tiny-distilbert" in meta["base_model"]
+    assert meta["last_layer"] == DESCRIPTION  # DistilBERT: the last layer for the first token only
     check = read_json(out / CHECK_FILE)
     assert check["passed"] is True and check["forced"] is False
     assert check["agreement"] == 1.0 and check["agreement_bar"] == AGREEMENT_BAR
@@ -215,7 +217,8 @@ def fragile_run(smoke_full: CliRun, dest: Path) -> Path:
     names = input_names(model, tokenizer)
     texts = export_module._selection_texts(cfg, run).texts
     batches = length_batches(tokenizer, texts, SMOKE_MAX_LENGTH, names)
-    export_onnx(model, encode(tokenizer, texts[:2], SMOKE_MAX_LENGTH, names), dest.parent / "fp32.onnx")
+    with first_token_only(model):  # as the export does
+        export_onnx(model, encode(tokenizer, texts[:2], SMOKE_MAX_LENGTH, names), dest.parent / "fp32.onnx")
     layers, _ = linear_layers(dest.parent / "fp32.onnx")
     quantize(dest.parent / "fp32.onnx", dest.parent / "int8.onnx", list(layers.values()))
     fp32, int8 = (np.diff(logits, axis=-1)[:, 0] for logits in (
