@@ -540,6 +540,9 @@ def _export_summary(meta: dict[str, Any], check: dict[str, Any], labels: LabelSe
                      "kept in fp32 and the linear layers on pooled features (the head, below) stay fp32.")
     else:
         lines.append("Weights: fp32, as trained.")
+    if str(meta.get("last_layer", "")).startswith("the last layer"):  # first_token.DESCRIPTION
+        lines.append("The graph computes its last layer past self-attention for the first token only, the "
+                     "one the classifier reads: the same logits with less work; it outputs the logits alone.")
     lines.append(f"`{meta.get('model_file', MODEL_FILE)}` runs with onnxruntime: neither PyTorch nor "
                  "peft is needed.")
     return "\n".join(lines) + "\n"

@@ -554,6 +554,7 @@ def test_push_onnx_dry_run_then_upload(onnx_export: Path, lora_run: Path, tmp_pa
     assert by_metric == {"accuracy": metrics["accuracy"], "f1": metrics["f1"]}
     text = card.text
     for needle in ("An ONNX export of a binary sentiment classifier", "Weights: fp32", "## Export check",
+                   "last layer past self-attention for the first token only",
                    "| quantization | fp32 |",
                    f"| largest \\|logit difference\\| from PyTorch | {check['max_abs_logit_diff']:.2g} (tolerance 0.001) |",
                    f"| label agreement with PyTorch | {check['agreement']:.2%} (bar 99.5%) |",
