@@ -13,6 +13,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from .config import LORA_METHODS, METHOD_NAMES, RunConfig, expand_path, path_exists
 from .errors import ConfigError
+from .first_token import DESCRIPTION as FIRST_TOKEN_ONLY
 from .labels import LabelSet, labels_of_folder
 from .loading import weights_dir
 from .merge import MergeResult
@@ -540,7 +541,7 @@ def _export_summary(meta: dict[str, Any], check: dict[str, Any], labels: LabelSe
                      "kept in fp32 and the linear layers on pooled features (the head, below) stay fp32.")
     else:
         lines.append("Weights: fp32, as trained.")
-    if str(meta.get("last_layer", "")).startswith("the last layer"):  # first_token.DESCRIPTION
+    if meta.get("last_layer") == FIRST_TOKEN_ONLY:
         lines.append("The graph computes its last layer past self-attention for the first token only, the "
                      "one the classifier reads: the same logits with less work; it outputs the logits alone.")
     lines.append(f"`{meta.get('model_file', MODEL_FILE)}` runs with onnxruntime: neither PyTorch nor "
