@@ -18,11 +18,14 @@ from peft_sentiment.first_token import DESCRIPTION, first_token_only
 
 
 def _models() -> dict[str, torch.nn.Module]:
+    # Large initial weights: attention peaks on a few tokens, so each position's output is its own
+    # (with the usual 0.02, attention is near uniform and every position looks alike).
     torch.manual_seed(0)
     bert = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=3,
-                                                    num_attention_heads=4, intermediate_size=64))
+                                                    num_attention_heads=4, intermediate_size=64,
+                                                    initializer_range=0.5))
     distil = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=50, dim=32, n_layers=3, n_heads=4,
-                                                                  hidden_dim=64))
+                                                                  hidden_dim=64, initializer_range=0.5))
     return {"bert": bert.eval(), "distilbert": distil.eval()}
 
 
@@ -44,7 +47,10 @@ def _batch(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_same_logits_and_only_the_first_position_leaves_the_last_layer(kind: str) -> None:
     model = _models()[kind]
     batch = _batch(model)
-    expected = model(**batch).logits
+    plain = model(**batch, output_hidden_states=True)
+    expected = plain.logits
+    last = plain.hidden_states[-1]
+    assert (last[:, 1:] - last[:, :1]).abs().amax(dim=(1, 2))[:3].min() > 0.1  # positions tell apart
     names = [name for name, _ in model.named_parameters()]
     layers = model.bert.encoder.layer if kind == "bert" else model.distilbert.transformer.layer
     original = layers[-1]
@@ -54,6 +60,7 @@ def test_same_logits_and_only_the_first_position_leaves_the_last_layer(kind: str
         got = model(**batch, output_hidden_states=True)
         assert got.hidden_states[-1].shape == (4, 1, 32)  # one position out of the last layer
         assert got.hidden_states[-2].shape == (4, 23, 32)
+    torch.testing.assert_close(got.hidden_states[-1], last[:, :1], atol=1e-5, rtol=0)
     torch.testing.assert_close(got.logits, expected, atol=1e-5, rtol=0)
     assert layers[-1] is original  # put back
     torch.testing.assert_close(model(**batch).logits, expected, atol=0, rtol=0)
