@@ -32,7 +32,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -571,11 +571,13 @@ class _Child:
 def _records(study: Any) -> list[TrialRecord]:
     trials = study.get_trials(deepcopy=False)
     retries = {t.user_attrs["retry_of"]: t.number for t in trials if "retry_of" in t.user_attrs}
-    return [_record(t, retries) for t in trials]
+    waiting = {t.number for t in trials if t.state == optuna.trial.TrialState.WAITING}
+    return [_record(t, retries, waiting) for t in trials]
 
 
-def _record(trial: Any, retries: dict[int, int]) -> TrialRecord:
-    """One trial as trials.csv and study.json show it; `retries`: failed trial -> the trial retrying it."""
+def _record(trial: Any, retries: dict[int, int], waiting: Collection[int] = ()) -> TrialRecord:
+    """One trial as trials.csv and study.json show it; `retries`: failed trial -> the trial retrying it;
+    `waiting`: trials queued and never run (a retry queued when the study already had its trials)."""
     states = optuna.trial.TrialState
     state = {states.COMPLETE: "complete", states.PRUNED: "pruned", states.FAIL: "failed",
              states.RUNNING: "running", states.WAITING: "waiting"}[trial.state]
@@ -584,9 +586,13 @@ def _record(trial: Any, retries: dict[int, int]) -> TrialRecord:
     if trial.state == states.PRUNED:
         note = f"pruned after epoch {attrs.get('pruned_at_epoch', trial.last_step)}"
     elif trial.state == states.FAIL and trial.number in retries:
-        note = f"interrupted (a tune stopped during it): retried as trial {retries[trial.number]}"
+        retry = retries[trial.number]
+        note = (f"interrupted (a tune stopped during it): queued again as trial {retry}, not run (the study "
+                "had its trials)" if retry in waiting else
+                f"interrupted (a tune stopped during it): retried as trial {retry}")
     if "retry_of" in attrs and trial.state != states.FAIL:
-        note = f"retry of trial {attrs['retry_of']}" + (f"; {note}" if note else "")
+        note = (f"retry of trial {attrs['retry_of']}" + (", not run" if trial.number in waiting else "")
+                + (f"; {note}" if note else ""))
     return TrialRecord(number=trial.number, state=state, params=dict(trial.params),
                        value=trial.value if trial.state in (states.COMPLETE, states.PRUNED) else None,
                        epochs={int(k): float(v) for k, v in sorted(trial.intermediate_values.items())},

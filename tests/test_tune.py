@@ -366,6 +366,18 @@ def test_a_trial_left_running_by_a_killed_tune_is_failed_and_retried(fake: Simpl
     assert [r["state"] for r in rows] == ["complete", "complete", "failed", "complete"]
 
 
+def test_a_retry_queued_when_the_study_has_its_trials_is_shown_as_not_run(fake: SimpleNamespace) -> None:
+    run_fake(fake, 2, point(0.05), point(0.09))
+    study = load_study(fake.out)
+    study.ask({"trainer.learning_rate": optuna.distributions.FloatDistribution(0.01, 0.1)})  # left running
+    result = run_fake(fake, 2, resume=True)  # the study already holds 2 finished trials: nothing runs
+    assert result.ran == 0
+    assert [(r.number, r.state) for r in result.trials] == [(0, "complete"), (1, "complete"), (2, "failed"),
+                                                             (3, "waiting")]
+    assert result.trials[2].note.endswith("queued again as trial 3, not run (the study had its trials)")
+    assert result.trials[3].note == "retry of trial 2, not run"
+
+
 def test_a_child_that_ignores_sigterm_is_killed(fake: SimpleNamespace,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from peft_sentiment import tune
