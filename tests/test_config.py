@@ -81,8 +81,12 @@ def test_seed_recipe_is_the_blog_recipe_exactly() -> None:
     assert args.gradient_accumulation_steps == 1 and args.train_sampling_strategy == "random"
 
 
-def test_full_recipe_is_the_seed_recipe_with_fast_compute_only() -> None:
-    """Only how it computes differs: precision, batching, no dropout on attention probabilities."""
+SEARCHED = ("learning_rate", "num_train_epochs", "weight_decay", "warmup_steps")  # full.yaml's tune space
+
+
+def test_full_recipe_is_the_seed_recipe_computed_fast_with_searched_optimizer_values() -> None:
+    """The seed recipe's data, model and batches; fast compute (precision, batching, no dropout on
+    attention probabilities); learning rate, epochs, weight decay and warmup from the search."""
     fast, seed = load_config("full"), load_config("seed")
     assert fast.method == seed.method == "full"
     assert fast.data == seed.data and fast.model == seed.model
@@ -90,14 +94,25 @@ def test_full_recipe_is_the_seed_recipe_with_fast_compute_only() -> None:
     assert dataclasses.replace(seed.train, precision="auto", attention_dropout=0.0) == fast.train
     compute = {"train_sampling_strategy": "group_by_length",
                "per_device_eval_batch_size": fast.trainer["per_device_eval_batch_size"]}
-    assert {**seed.trainer, **compute} == fast.trainer
+    searched = {k: fast.trainer[k] for k in SEARCHED}
+    assert {**seed.trainer, **compute, **searched} == fast.trainer
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "dora", "qlora", "ia3", "head"])
+def test_shipped_recipes_take_the_values_the_tuned_benchmark_trained(method: str) -> None:
+    """benchmarks/tuned/recipes holds each study's best trial at full fidelity; the shipped recipe
+    is that recipe, its search space kept."""
+    shipped = load_config(method)
+    tuned = load_config(Path(__file__).parents[1] / "benchmarks" / "tuned" / "recipes" / f"{method}.yaml")
+    assert dataclasses.replace(shipped, tune=tuned.tune) == tuned
+    assert shipped.tune  # the space stays for the next search
 
 
 def test_lora_recipe_values() -> None:
     cfg = load_config("lora")
     assert cfg.method == "lora"
-    assert cfg.lora == LoraConfig(r=16, alpha=32, dropout=0.0, target_modules=None)
-    assert cfg.trainer["learning_rate"] == 5e-4
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.target_modules) == (8, 16, None)
+    assert cfg.trainer["learning_rate"] == pytest.approx(1.21e-3, rel=1e-2)
     assert (cfg.data.train_size, cfg.data.test_size, cfg.data.shuffle_seed) == (3000, 300, 42)
 
 
