@@ -68,22 +68,38 @@ class OpenVinoClassifier(OnnxClassifier):
         self.requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 logits, one row per text, the texts in batches of up to BATCH run side by side."""
-        from openvino import AsyncInferQueue
+        """float32 logits, one row per text, the texts in batches of up to BATCH run side by side.
 
+        The requests are waited on in turn, with no Python callback: an AsyncInferQueue callback
+        runs on OpenVINO's threads and takes the GIL, and tearing the compiled model down while one
+        of those threads waits for it has hung the process (seen with openvino 2026.4 on AMD EPYC)."""
         texts = list(texts)
         size = request_size(len(texts), self.requests)
-        rows: list[np.ndarray | None] = [None] * ((len(texts) + size - 1) // size)
+        chunks = range(0, len(texts), size)
+        rows: list[np.ndarray | None] = [None] * len(chunks)
+        requests = [self.compiled.create_infer_request() for _ in range(min(self.requests, len(chunks)))]
+        running: list[int | None] = [None] * len(requests)  # the chunk each request works on
 
-        def keep(request: Any, index: int) -> None:
-            rows[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32)
+        def collect(slot: int) -> None:
+            index = running[slot]
+            if index is not None:
+                requests[slot].wait()
+                rows[index] = np.array(requests[slot].get_output_tensor(0).data, dtype=np.float32)
+                running[slot] = None
 
-        queue = AsyncInferQueue(self.compiled, self.requests)
-        queue.set_callback(keep)
-        for index, start in enumerate(range(0, len(texts), size)):
-            queue.start_async(encode(self.tokenizer, texts[start:start + size], self.max_length,
-                                     self.input_names), index)
-        queue.wait_all()
+        try:
+            for index, start in enumerate(chunks):
+                slot = index % len(requests)
+                collect(slot)
+                requests[slot].start_async(encode(self.tokenizer, texts[start:start + size], self.max_length,
+                                                  self.input_names))
+                running[slot] = index
+            for slot in range(len(requests)):
+                collect(slot)
+        finally:
+            for slot, request in enumerate(requests):  # after an error: nothing left running
+                if running[slot] is not None:
+                    request.wait()
         return np.concatenate(rows) if rows else np.zeros((0, len(self.id2label)), dtype=np.float32)
 
 

@@ -284,8 +284,8 @@ def test_fast_recipes_choose_the_fast_settings(recipe: str) -> None:
     assert cfg.train.precision == "auto"
     assert cfg.trainer["train_sampling_strategy"] == "group_by_length"
     assert cfg.train.attention_dropout == 0.0
-    if cfg.method in ("lora", "dora", "qlora"):
-        assert cfg.lora.dropout == 0.0
+    # LoRA dropout (a mask per adapted layer) is the search's choice, not a speed setting:
+    # test_config.test_shipped_recipes_take_the_values_the_tuned_benchmark_trained
 
 
 def test_seed_recipe_is_the_plain_one() -> None:
