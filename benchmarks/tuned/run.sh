@@ -6,6 +6,7 @@
 #   bash benchmarks/tuned/run.sh recipes WORK  # 2. best.yaml of each study -> benchmarks/tuned/recipes/
 #   bash benchmarks/tuned/run.sh bench  WORK   # 3. the benchmark of those recipes (resumable)
 #   bash benchmarks/tuned/run.sh bench-split WORK  # 3. the same, as two benchmarks side by side
+#   bash benchmarks/tuned/run.sh merge WORK        #    (its last part: the two into one report)
 #
 # bench-split runs full, lora and dora into WORK/bench and qlora, ia3 and head into WORK/bench-b,
 # each benchmark on one thread (the 2 cores both busy while both run), then
@@ -30,9 +31,10 @@ export HF_HUB_OFFLINE=1
 bench() {  # bench FOLDER METHOD...: the 3-seed benchmark of those methods' tuned recipes (resumable)
   local out=$1; shift
   local resume=(); [ -d "$out" ] && resume=(--resume)
-  local list=""; for m in "$@"; do list+="${list:+,}benchmarks/tuned/recipes/$m.yaml"; done
+  local list="" baseline=()
+  for m in "$@"; do list+="${list:+,}benchmarks/tuned/recipes/$m.yaml"; [ "$m" = full ] && baseline=(--baseline full); done
   peft-sentiment benchmark -o "$out" --methods "$list" --seeds 42,43,44 --model "$model" \
-    --data ../shared/data/imdb --eval-test-size 2000 --baseline full "${resume[@]}"
+    --data ../shared/data/imdb --eval-test-size 2000 "${baseline[@]}" "${resume[@]}"
 }
 
 case $step in
@@ -64,6 +66,8 @@ EOF
     OMP_NUM_THREADS=1 bench "$work/bench" full lora dora > "$work/bench-a.out" 2>&1 &
     OMP_NUM_THREADS=1 bench "$work/bench-b" qlora ia3 head > "$work/bench-b.out" 2>&1 &
     wait
+    bash benchmarks/tuned/run.sh merge "$work" ;;
+  merge)  # the finished runs of WORK/bench-b into WORK/bench, then one report of every method
     for run in "$work"/bench-b/runs/*/; do
       name=$(basename "$run")
       [ -f "$run/metrics.json" ] || continue
@@ -73,5 +77,5 @@ EOF
       rm -rf "$work/bench/evals/$name"; mv "$work/bench-b/evals/$name" "$work/bench/evals/"
     done
     bench "$work/bench" "${methods[@]}" ;;
-  *) echo "unknown step $step: tune, recipes, bench or bench-split" >&2; exit 2 ;;
+  *) echo "unknown step $step: tune, recipes, bench, bench-split or merge" >&2; exit 2 ;;
 esac
