@@ -1,7 +1,7 @@
 """One table for the SST-5 benchmark folders: accuracy with its interval, macro-F1, per-class F1,
 peak memory and training time of each method, from each folder's results.json.
 
-    python benchmarks/sst5/summarize.py benchmarks/sst5/full benchmarks/sst5/lora > benchmarks/sst5/table.md
+    python benchmarks/sst5/summarize.py [NAME=]FOLDER ... > benchmarks/sst5/table.md
 
 Each folder is a `peft-sentiment benchmark` of one method over the same seeds (see README.md here
 for the commands). Intervals: 95% percentile bootstrap over the evaluated sentences of the
@@ -19,7 +19,7 @@ import numpy as np
 from peft_sentiment.stats import bootstrap_indices, bootstrap_interval, mean_std
 
 
-def method_row(folder: Path) -> tuple[str, list[str], list[str]]:
+def method_row(folder: Path, name: str | None = None) -> tuple[str, list[str], list[str]]:
     results = json.loads((folder / "results.json").read_text())
     runs = [r for r in results["runs"] if r["status"] == "ok"]
     (n, test), = results["test_sets"].items()
@@ -28,7 +28,7 @@ def method_row(folder: Path) -> tuple[str, list[str], list[str]]:
     index = bootstrap_indices(len(labels), 2000)
     evals = [r["evals"][n] for r in runs]
     names = evals[0]["labels"]
-    cells = [runs[0]["label"], ", ".join(str(r["seed"]) for r in runs)]
+    cells = [name or runs[0]["label"], ", ".join(str(r["seed"]) for r in runs)]
     for metric in ("accuracy", "macro_f1"):
         interval = bootstrap_interval(metric, labels, preds, index, classes=len(names))
         mean, sd = mean_std([e[metric] for e in evals])
@@ -44,7 +44,10 @@ def method_row(folder: Path) -> tuple[str, list[str], list[str]]:
 
 
 def main() -> None:
-    rows = [method_row(Path(folder)) for folder in sys.argv[1:]]
+    rows = []
+    for arg in sys.argv[1:]:
+        name, _, folder = arg.rpartition("=")
+        rows.append(method_row(Path(folder), name or None))
     n, names, _ = rows[0]
     header = ["method", "seeds", "accuracy [95% CI]", "macro-F1 [95% CI]", *[f"F1 {name}" for name in names],
               "peak memory MiB", "train s", "trainable"]
