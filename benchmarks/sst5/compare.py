@@ -2,13 +2,15 @@
 the same validation sentences, each side averaged over its seeds.
 
     python benchmarks/sst5/compare.py --data ../shared/data/sst5 \
-        --pair full benchmarks/sst5/full 'benchmarks/sst5/plain/full-seed*.json' \
-        --pair lora benchmarks/sst5/lora 'benchmarks/sst5/plain/lora-seed*.json' > benchmarks/sst5/compare.md
+        --pair NAME benchmarks/sst5/first/full 'benchmarks/sst5/plain/full-seed*.json' \
+        --pair NAME benchmarks/sst5/searched/full benchmarks/sst5/first/full ... > benchmarks/sst5/compare.md
 
-A pair is a benchmark folder (a recipe over its seeds) and what it is compared with: the
-plain_trainer.py results of the same method (a glob, one file per seed) or another benchmark folder. The plain runs list their predictions in the validation file's
-order; the benchmark's test subset is that file in `shuffle(seed=42)` order, rebuilt here and checked
-against the labels the benchmark recorded. Interval: 95% paired percentile bootstrap over sentences
+(README.md here has the exact command.) A pair is a benchmark folder (a recipe over its seeds) and
+what it is compared with: the plain_trainer.py results of the same method (a glob, one file per
+seed) or another benchmark folder.
+The plain runs list their predictions in the validation file's order; the benchmark's test subset
+is that file in `shuffle(seed=42)` order, rebuilt here and checked against the labels the
+benchmark recorded. Interval: 95% paired percentile bootstrap over sentences
 (`peft_sentiment.stats.paired_difference`), so the sentences' difficulty cancels out.
 """
 
@@ -21,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
-from sklearn.metrics import accuracy_score, f1_score
 
-from peft_sentiment.stats import bootstrap_indices, paired_difference
+from peft_sentiment.stats import accuracy_rows, bootstrap_indices, macro_f1_rows, paired_difference
 
 RESAMPLES = 2000
+CLASSES = 5
 
 
 def recipe_side(folder: Path) -> tuple[np.ndarray, np.ndarray, list[int], int]:
@@ -78,16 +80,16 @@ def main() -> None:
         index = bootstrap_indices(len(labels), RESAMPLES) if index is None else index
         cells = [name, f"`{pattern}`", ", ".join(map(str, recipe_seeds)), ", ".join(map(str, plain_seeds))]
         for metric in ("accuracy", "macro_f1"):
-            diff = paired_difference(metric, labels, recipe, plain, index, classes=5)
+            diff = paired_difference(metric, labels, recipe, plain, index, classes=CLASSES)
             cells += [f"{_mean(metric, labels, recipe):.3f}", f"{_mean(metric, labels, plain):.3f}",
                       f"{diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]"]
         print("| " + " | ".join(cells) + " |")
 
 
 def _mean(metric: str, labels: np.ndarray, preds: np.ndarray) -> float:
-    if metric == "accuracy":
-        return float(np.mean([accuracy_score(labels, p) for p in preds]))
-    return float(np.mean([f1_score(labels, p, average="macro", labels=range(5)) for p in preds]))
+    """The metric of each seed's predictions, averaged over the seeds."""
+    rows = accuracy_rows(labels, preds) if metric == "accuracy" else macro_f1_rows(labels, preds, CLASSES)
+    return float(rows.mean())
 
 
 if __name__ == "__main__":
