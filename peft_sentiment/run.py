@@ -240,7 +240,9 @@ def run_training(
         summary.update(throughput(built, train_set["length"], test_set["length"], cfg, result, preds.seconds,
                                   me.size, precision))
         if checkpoint is not None:
-            summary["resumed_from"] = checkpoint.name  # train_seconds covers the resumed part only
+            summary["resumed_from"] = checkpoint.name
+            # train_seconds is the whole run's; the rates are this process's part
+            summary["train_seconds_before_resume"] = round(result.seconds_before, 2)
         if not me.is_main:
             return RunResult(output=output, metrics=metrics, train=result, trainable_params=trainable,
                              total_params=total, summary=summary)
@@ -283,7 +285,7 @@ def _summary(cfg: RunConfig, splits: Any, metrics: Metrics, result: TrainResult,
         "shuffle_seed": cfg.data.shuffle_seed,
         "seed": cfg.train.seed,
         "compute_dtype": precision,
-        "train_seconds": round(result.train_seconds, 2),
+        "train_seconds": round(result.total_seconds, 2),  # a resumed run's earlier processes included
         "train_samples_per_second": round(result.train_samples_per_second, 3),
         "train_steps": result.steps,
         "final_train_loss": result.final_loss,

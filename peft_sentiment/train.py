@@ -46,6 +46,12 @@ class TrainResult:
     epochs: float = 0.0  # epochs reached (the Trainer's count: trainer.max_steps may end a run early)
     arguments: dict[str, Any] = field(default_factory=dict)  # the TrainingArguments, as JSON
     best_step: int | None = None  # with keep_best or early stopping: the step whose weights were kept
+    seconds_before: float = 0.0  # train seconds of the processes before a resume (from the checkpoint)
+
+    @property
+    def total_seconds(self) -> float:
+        """Train seconds of the whole run: this process and every one it resumed from."""
+        return self.seconds_before + self.train_seconds
 
 
 def training_arguments(cfg: RunConfig, output_dir: Path, evaluate: bool) -> TrainingArguments:
@@ -158,6 +164,44 @@ def make_trainer(
     return trainer
 
 
+CLOCK_FILE = "train_clock.json"
+
+
+def clock_seconds(checkpoint: Path | None) -> float:
+    """The train seconds a checkpoint records (0 for none, or for one saved without a clock)."""
+    if checkpoint is None:
+        return 0.0
+    try:
+        return float(json.loads((checkpoint / CLOCK_FILE).read_text())["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+class TrainClock(TrainerCallback):
+    """Writes into each checkpoint the train seconds up to it (evaluations not counted), the earlier
+    processes' included, so that a resumed run reports what the whole run took."""
+
+    def __init__(self, seconds_before: float = 0.0) -> None:
+        self.seconds_before = seconds_before
+        self.start = time.perf_counter()
+        self.evaluating = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.evaluating += float((metrics or {}).get("eval_runtime", 0.0))
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            seconds = self.seconds_before + time.perf_counter() - self.start - self.evaluating
+            (folder / CLOCK_FILE).write_text(json.dumps({"train_seconds": round(seconds, 3),
+                                                         "step": state.global_step}))
+
+
 class StopOnSignal(TrainerCallback):
     """SIGINT or SIGTERM during training: finish the current step, save a checkpoint, stop.
 
@@ -215,7 +259,8 @@ def train(
     `tensorboard_dir`: where TensorBoard logs go when the trainer reports to it. `weights`: class
     weights of the loss (`class_weights`)."""
     stopper = StopOnSignal()
-    extra: list[TrainerCallback] = []
+    seconds_before = clock_seconds(resume_from)
+    extra: list[TrainerCallback] = [TrainClock(seconds_before)]
     if cfg.train.early_stopping_patience is not None and validation_set is not None:
         extra.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     trainer = make_trainer(model, tokenizer, cfg, work_dir, train_set, validation_set,
@@ -251,6 +296,7 @@ def train(
         epochs=epochs,
         arguments=trainer.args.to_dict(),
         best_step=_checkpoint_step(Path(best)) if (best := trainer.state.best_model_checkpoint) else None,
+        seconds_before=seconds_before,
     )
 
 

@@ -21,6 +21,7 @@ from peft_sentiment.config import load_config
 from peft_sentiment.errors import RunError
 from peft_sentiment.loading import load_model
 from peft_sentiment.run import run_training
+from peft_sentiment.train import clock_seconds
 from peft_sentiment.rundir import last_checkpoint, partial_dir
 
 # Resuming restores the optimizer, scheduler, RNG states and the data order (and the run's own
@@ -67,9 +68,16 @@ def test_crash_then_resume_matches_an_uninterrupted_run(tmp_path: Path, method: 
     assert last_checkpoint(staging).name == "checkpoint-20"  # the work since step 20 is lost, no more
     assert (staging / "IN_PROGRESS").is_file()
 
+    before = clock_seconds(last_checkpoint(staging))  # the first process's train seconds to step 20
+    assert before > 0
     resumed = run_training(None, output=tmp_path / "cut", resume=True)
     assert not staging.exists()
     assert resumed.summary["resumed_from"] == "checkpoint-20"
+    # train_seconds is the whole run's: the seconds before the checkpoint and the resumed part
+    assert resumed.summary["train_seconds_before_resume"] == pytest.approx(before, abs=0.01)
+    assert resumed.summary["train_seconds"] == pytest.approx(before + resumed.train.train_seconds, abs=0.01)
+    assert "train_seconds_before_resume" not in whole.summary
+    assert whole.summary["train_seconds"] == pytest.approx(whole.train.train_seconds, abs=0.01)
     assert resumed.train.steps == whole.train.steps
     for key in ("accuracy", "f1", "confusion_matrix"):
         assert resumed.summary[key] == whole.summary[key], key
@@ -171,7 +179,9 @@ def test_signals_save_a_checkpoint_and_say_how_to_resume(tmp_path: Path, signum:
     assert last.startswith(f"Interrupted: {signal.Signals(signum).name}: stopped at step ")
     assert "peft-sentiment train --resume run" in last
     step = int(last.split("stopped at step ")[1].split()[0])
-    assert last_checkpoint(tmp_path / "run.partial").name == f"checkpoint-{step}"  # saved on the signal
+    saved = last_checkpoint(tmp_path / "run.partial")
+    assert saved.name == f"checkpoint-{step}"  # saved on the signal
+    assert clock_seconds(saved) > 0  # with the train seconds so far, for the resumed run's total
     assert "Traceback" not in stderr
 
 
