@@ -21,8 +21,8 @@ from peft_sentiment.config import load_config
 from peft_sentiment.errors import RunError
 from peft_sentiment.loading import load_model
 from peft_sentiment.run import run_training
-from peft_sentiment.train import clock_seconds
 from peft_sentiment.rundir import last_checkpoint, partial_dir
+from peft_sentiment.train import clock_seconds
 
 # Resuming restores the optimizer, scheduler, RNG states and the data order (and the run's own
 # tokenizer and random base), so on the CPU the resumed run repeats the uninterrupted one's
