@@ -17,7 +17,7 @@ import torch
 from conftest import assert_one_line_error, dot_entries, invoke
 from transformers import TrainerCallback
 
-from peft_sentiment.config import load_config
+from peft_sentiment.config import load_config, save_config
 from peft_sentiment.errors import RunError
 from peft_sentiment.loading import load_model
 from peft_sentiment.run import run_training
@@ -195,3 +195,36 @@ def test_second_writer_is_refused_while_the_first_trains(tmp_path: Path) -> None
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
+
+
+def test_a_benchmark_stopped_by_sigterm_continues_its_run_from_the_saved_checkpoint(tmp_path: Path) -> None:
+    """SIGTERM to a benchmark reaches its training child, which saves a checkpoint with its train
+    seconds; --resume continues that run (not started over) and reports the whole run's seconds."""
+    recipe = tmp_path / "long.yaml"
+    save_config(load_config("smoke", {"trainer.num_train_epochs": 30}), recipe)
+    args = ["benchmark", "-o", "bench", "--methods", str(recipe), "--seeds", "1"]
+    proc = _start(args, tmp_path)
+    staging = tmp_path / "bench" / "runs" / "long-seed1.partial"
+    events_file = tmp_path / "bench" / "logs" / "long-seed1.events.jsonl"
+    deadline = time.monotonic() + 120
+    while not (events_file.is_file() and '"event": "step"' in events_file.read_text()):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    saved = last_checkpoint(staging)
+    assert saved is not None and (staging / "IN_PROGRESS").is_file()
+    before = clock_seconds(saved)
+    assert before > 0
+
+    result = invoke([*args[:2], tmp_path / "bench", *args[3:], "--resume"])
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "bench" / "results.json").read_text())["runs"][0]
+    assert run["status"] == "ok" and run["continued_from"] == saved.name
+    metrics = json.loads((tmp_path / "bench" / "runs" / "long-seed1" / "metrics.json").read_text())
+    assert metrics["resumed_from"] == saved.name
+    assert metrics["train_seconds_before_resume"] == pytest.approx(before, abs=0.01)
+    assert metrics["train_seconds"] > before
+    assert metrics["train_steps"] == 30 * (400 // 16)
