@@ -178,26 +178,33 @@ def clock_seconds(checkpoint: Path | None) -> float:
 
 
 class TrainClock(TrainerCallback):
-    """Writes into each checkpoint the train seconds up to it (evaluations not counted), the earlier
-    processes' included, so that a resumed run reports what the whole run took."""
+    """The run's train seconds, evaluations not counted: this process's since `start()`, and into each
+    checkpoint it saves the whole run's (the earlier processes' included), so that a resumed run
+    reports what the whole run took."""
 
-    def __init__(self, seconds_before: float = 0.0) -> None:
+    def __init__(self, first_step: int = 0, seconds_before: float = 0.0) -> None:
+        self.first_step = first_step  # the step this process starts from (its checkpoint's)
         self.seconds_before = seconds_before
-        self.start = time.perf_counter()
-        self.evaluating = 0.0
+        self.began = time.perf_counter()
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.perf_counter()
+    def start(self) -> None:
+        self.began = time.perf_counter()
 
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        self.evaluating += float((metrics or {}).get("eval_runtime", 0.0))
+    def wall(self) -> float:
+        return time.perf_counter() - self.began
+
+    def seconds(self, log_history: list[dict[str, Any]]) -> float:
+        """This process's train seconds so far: its wall time less its evaluations. The Trainer's
+        history after a resume also holds what was logged before the checkpoint: left out."""
+        evaluating = sum(e.get("eval_runtime", 0.0) for e in log_history if e.get("step", 0) > self.first_step)
+        return self.wall() - evaluating
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
-            seconds = self.seconds_before + time.perf_counter() - self.start - self.evaluating
+            seconds = self.seconds_before + self.seconds(state.log_history)
             (folder / CLOCK_FILE).write_text(json.dumps({"train_seconds": round(seconds, 3),
                                                          "step": state.global_step}))
 
@@ -259,8 +266,9 @@ def train(
     `tensorboard_dir`: where TensorBoard logs go when the trainer reports to it. `weights`: class
     weights of the loss (`class_weights`)."""
     stopper = StopOnSignal()
-    seconds_before = clock_seconds(resume_from)
-    extra: list[TrainerCallback] = [TrainClock(seconds_before)]
+    first_step = _checkpoint_step(resume_from)
+    clock = TrainClock(first_step, clock_seconds(resume_from))
+    extra: list[TrainerCallback] = [clock]
     if cfg.train.early_stopping_patience is not None and validation_set is not None:
         extra.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     trainer = make_trainer(model, tokenizer, cfg, work_dir, train_set, validation_set,
@@ -269,19 +277,16 @@ def train(
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
                 callback.logging_dir = str(tensorboard_dir)  # else: under output_dir, removed at the end
-    first_step = _checkpoint_step(resume_from)
-    start = time.perf_counter()
+    clock.start()
     with stopper:
         output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    wall = time.perf_counter() - start
+    wall = clock.wall()
     if stopper.signum is not None:
         name = signal.Signals(stopper.signum).name
         raise Interrupted(f"{name}: stopped at step {stopper.step} of {trainer.state.max_steps} after "
                           "saving a checkpoint", stopper.signum)
-    # The Trainer's history: after a resume it also holds what was logged before the checkpoint.
     log = [dict(entry) for entry in trainer.state.log_history]
-    evaluating = sum(e.get("eval_runtime", 0.0) for e in log if e.get("step", 0) > first_step)
-    seconds = max(wall - evaluating, 1e-9)
+    seconds = max(clock.seconds(log), 1e-9)
     share = (output.global_step - first_step) / max(trainer.state.max_steps, 1)
     epochs = float(trainer.state.epoch or 0.0)
     samples = epochs * len(train_set) * share
@@ -296,7 +301,7 @@ def train(
         epochs=epochs,
         arguments=trainer.args.to_dict(),
         best_step=_checkpoint_step(Path(best)) if (best := trainer.state.best_model_checkpoint) else None,
-        seconds_before=seconds_before,
+        seconds_before=clock.seconds_before,
     )
 
 

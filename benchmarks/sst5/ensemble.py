@@ -76,8 +76,8 @@ def main() -> None:
     for what, preds in (("each seed alone (mean)", singles), ("ensemble (mean probability)", ensemble)):
         row = {"predictions": preds.tolist()}
         cells = [args.name, what]
-        for metric, rows in (("accuracy", accuracy_rows), ("macro_f1", None)):
-            values = rows(labels, preds) if rows else macro_f1_rows(labels, preds, classes)
+        per_model = {"accuracy": accuracy_rows(labels, preds), "macro_f1": macro_f1_rows(labels, preds, classes)}
+        for metric, values in per_model.items():
             ci = bootstrap_interval(metric, labels, preds, index, classes=classes)
             row[metric] = {"mean": float(values.mean()), "low": ci.low, "high": ci.high,
                            "per_model": values.tolist()}
