@@ -5,6 +5,9 @@ A benchmark folder holds:
   configs/<run>.yaml        the resolved config each run was trained with (a recipe in its own right)
   runs/<run>/               ordinary run folders, written by `peft-sentiment train`
   evals/<run>/test-<n>.json each run evaluated on n test reviews, with every review's prediction
+  evals/<run>/artifact.json what a push of the run uploads (kind, bytes), recorded when it finished:
+                            the report needs no weights, so a finished run's model/ or adapter/
+                            folder may be deleted to free disk and the benchmark still resumes
   logs/<run>.log            what each child process printed
   logs/<run>.events.jsonl   the run's structured events: each child's command, progress, error and
                             exit code (the schema is in events.py)
@@ -52,6 +55,7 @@ from .rundir import (
 
 SPEC_FILE = "benchmark.json"
 RESULTS_FILE = "results.json"
+ARTIFACT_FILE = "artifact.json"
 SCHEMA = 1
 BASE_SECTIONS = ("data", "model")  # what --recipe gives every method
 POLL_SECONDS = 0.2  # how often a running child's events are read
@@ -288,6 +292,8 @@ def _execute(run: PlannedRun, spec: BenchmarkSpec, output: Path, python: str, re
             return {**record, "status": "failed", "stage": "train", "error": _failure(child)}
     else:
         record["resumed"] = True
+    if _finished(run_dir):
+        _artifact(output, run.name)  # recorded while the weights are there
     sizes = sorted({run.config.data.test_size, *spec.eval_test_sizes})
     for n in sizes:
         target = output / "evals" / run.name / f"test-{n}.json"
@@ -462,11 +468,11 @@ def _run_figures(output: Path, run: PlannedRun, spec: BenchmarkSpec,
     if not _finished(run_dir):
         return {"status": "missing", "error": "not run yet (resume the benchmark)"}
     metrics = load_metrics(run_dir)
-    kind, files = upload_files(run_dir)
+    artifact = _artifact(output, run.name)
     figures: dict[str, Any] = {
         "train": {k: v for k, v in metrics.items() if k not in ("confusion_matrix",)},
-        "upload_kind": kind,
-        "upload_bytes": sum(f.stat().st_size for f in files),
+        "upload_kind": artifact["kind"],
+        "upload_bytes": artifact["bytes"],
         "evals": {},
     }
     for n in sorted({run.config.data.test_size, *spec.eval_test_sizes}):
@@ -485,6 +491,23 @@ def _run_figures(output: Path, run: PlannedRun, spec: BenchmarkSpec,
                            "the runs were not evaluated on the same reviews")
         figures["evals"][str(n)] = ev
     return figures
+
+
+def _artifact(output: Path, name: str) -> dict[str, Any]:
+    """What a push of a finished run uploads: read from its record, else measured from its folder
+    and recorded (so that the figures outlive the weights)."""
+    record = output / "evals" / name / ARTIFACT_FILE
+    if record.is_file():
+        return json.loads(record.read_text())
+    try:
+        kind, files = upload_files(output / "runs" / name)
+    except RunError:
+        raise RunError(f"{output / 'runs' / name}: its weights are gone and {record} does not record "
+                       "their size: delete the run folder and resume to train it again") from None
+    artifact = {"kind": kind, "bytes": sum(f.stat().st_size for f in files), "files": len(files)}
+    record.parent.mkdir(parents=True, exist_ok=True)
+    write_json(artifact, record)
+    return artifact
 
 
 def collect_folder(folder: Path) -> dict[str, Any]:

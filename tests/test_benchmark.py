@@ -404,6 +404,32 @@ def test_resume_runs_nothing_that_finished(bench: dict[str, Any]) -> None:
                                                          ["evaluate", run_dir]]
 
 
+def test_a_finished_runs_weights_may_be_deleted(bench: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(bench["out"], out)
+    before = {r["name"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    for run in ("smoke_full-seed1", "smoke-seed2"):
+        record = json.loads((out / "evals" / run / "artifact.json").read_text())
+        assert record["bytes"] == before[run]["upload_bytes"] > 0
+        shutil.rmtree(out / "runs" / run / record["kind"])  # e.g. to free disk
+    logs = {p.name: p.stat().st_size for p in (out / "logs").iterdir()}
+    result = invoke(["benchmark", "-o", out, "--methods", f"{bench['folder'] / 'smoke_full.yaml'},{bench['folder'] / 'smoke.yaml'}",
+                     "--seeds", "1,2", "--baseline", "smoke_full", "--eval-test-size", "50", "--resamples",
+                     "200", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.stat().st_size for p in (out / "logs").iterdir()} == logs  # nothing trained again
+    after = {r["name"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    for name, run in after.items():
+        assert (run["upload_kind"], run["upload_bytes"]) == (before[name]["upload_kind"],
+                                                             before[name]["upload_bytes"])
+        assert run["evals"] == before[name]["evals"]
+    # A folder from before the record: the report measures the weights that are there and records them.
+    (out / "evals" / "smoke-seed1" / "artifact.json").unlink()
+    assert invoke(["benchmark", "--report", out]).exit_code == 0
+    assert json.loads((out / "evals" / "smoke-seed1" / "artifact.json").read_text())["bytes"] == \
+        before["smoke-seed1"]["upload_bytes"]
+
+
 def test_resume_starts_over_a_run_an_interrupted_benchmark_left(bench: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "out"
     shutil.copytree(bench["out"], out)
