@@ -38,7 +38,7 @@ from typing import Any, Protocol, Sequence
 
 from . import events
 from .config import RunConfig, config_to_dict, load_config, read_recipe, recipe_path, save_config
-from .errors import ConfigError, RunError
+from .errors import ConfigError, Interrupted, RunError
 from .rundir import (
     CONFIG_FILE,
     IN_PROGRESS_FILE,
@@ -208,12 +208,27 @@ def run_benchmark(
             for index, run in enumerate(runs):
                 records[run.name] = _execute(run, spec, output, python, reporter, index)
                 reporter.finished(records[run.name])
+        except KeyboardInterrupt as err:
+            signum = signal.SIGINT if type(err) is KeyboardInterrupt else signal.SIGTERM
+            raise Interrupted(_interrupted_message(signal.Signals(signum).name, output, run), signum) from None
         finally:
             reporter.close()
         results = collect(output, spec, runs, records, command)
         write_json(results, output / RESULTS_FILE)
     failed = [r["name"] for r in results["runs"] if r["status"] != "ok"]
     return BenchmarkOutcome(output, results, failed)
+
+
+def _interrupted_message(signame: str, output: Path, run: PlannedRun) -> str:
+    """What a stopped benchmark kept, and how to go on."""
+    kept = f"finished runs are kept in {output / 'runs'}: continue with the same command and --resume"
+    staging = partial_dir(output / "runs" / run.name)
+    if _finished(output / "runs" / run.name) or not (staging / IN_PROGRESS_FILE).is_file():
+        return f"{signame}: {kept}"
+    checkpoint = last_checkpoint(staging)
+    stopped = (f"{run.name} stopped at {checkpoint.name}, where --resume continues it" if checkpoint
+               else f"{run.name} was stopped before its first checkpoint and starts over on --resume")
+    return f"{signame}: {stopped}; {kept}"
 
 
 def _prepare_folder(output: Path, spec: BenchmarkSpec, runs: list[PlannedRun], resume: bool,

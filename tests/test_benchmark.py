@@ -473,6 +473,24 @@ def test_an_interrupted_run_with_a_checkpoint_is_continued(tmp_path: Path) -> No
     assert _train_args(other, run_dir, recipe)[0][-1] == "--overwrite"  # trained with another config
 
 
+def test_a_stopped_benchmark_says_what_it_kept(tmp_path: Path) -> None:
+    from peft_sentiment.benchmark import PlannedRun, _interrupted_message
+    from peft_sentiment.rundir import CHECKPOINTS_DIR
+
+    run = PlannedRun(name="smoke-seed1", label="smoke", seed=1, config=load_config("smoke", {}))
+    kept = f"finished runs are kept in {tmp_path / 'runs'}: continue with the same command and --resume"
+    assert _interrupted_message("SIGINT", tmp_path, run) == f"SIGINT: {kept}"  # stopped between runs
+    staging = tmp_path / "runs" / "smoke-seed1.partial"
+    staging.mkdir(parents=True)
+    (staging / "IN_PROGRESS").write_text("{}")
+    assert _interrupted_message("SIGTERM", tmp_path, run) == \
+        f"SIGTERM: smoke-seed1 was stopped before its first checkpoint and starts over on --resume; {kept}"
+    (staging / CHECKPOINTS_DIR / "checkpoint-8").mkdir(parents=True)
+    (staging / CHECKPOINTS_DIR / "checkpoint-8" / "trainer_state.json").write_text("{}")
+    assert _interrupted_message("SIGTERM", tmp_path, run) == \
+        f"SIGTERM: smoke-seed1 stopped at checkpoint-8, where --resume continues it; {kept}"
+
+
 def test_resume_refuses_other_settings(bench: dict[str, Any]) -> None:
     result = invoke(["benchmark", "-o", bench["out"], "--methods", "smoke", "--seeds", "1",
                      "--set", "data.max_length=32", "--resume"])

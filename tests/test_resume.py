@@ -216,6 +216,9 @@ def test_a_benchmark_stopped_by_sigterm_continues_its_run_from_the_saved_checkpo
     assert proc.returncode == 143, stderr
     saved = last_checkpoint(staging)
     assert saved is not None and (staging / "IN_PROGRESS").is_file()
+    last = [line for line in stderr.splitlines() if line.strip()][-1]  # what was kept, and how to go on
+    assert last.startswith(f"Interrupted: SIGTERM: long-seed1 stopped at {saved.name}, where --resume "
+                           "continues it; finished runs are kept in "), stderr
     before = clock_seconds(saved)
     assert before > 0
 

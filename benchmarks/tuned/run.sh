@@ -14,6 +14,11 @@
 # resume keeps finished runs and writes one results.json, every method against full on the same
 # reviews. Train seconds are therefore one-thread times beside another one-thread run.
 #
+# The benchmark takes longer than one sitting of this machine (about 7 hours of both cores), so its
+# folders live in benchmarks/tuned/work (WORK=benchmarks/tuned/work) and are committed as runs finish:
+# .gitignore keeps weights, checkpoints and unfinished runs out, and each finished run's upload size
+# is recorded in evals/<run>/artifact.json, so bench-split run again goes on from the finished runs.
+#
 # Budget, the same for every method: 8 finished trials (complete or pruned; a trial that fails
 # before training costs nothing and is made up by a larger --trials on resume), TPE seed 42, the
 # median pruner, no point enqueued; trial fidelity: 1000 training reviews at max length 256, scored
