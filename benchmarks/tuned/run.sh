@@ -7,10 +7,12 @@
 #   bash benchmarks/tuned/run.sh bench  WORK   # 3. the benchmark of those recipes (resumable)
 #   bash benchmarks/tuned/run.sh bench-split WORK  # 3. the same, as two benchmarks side by side
 #   bash benchmarks/tuned/run.sh merge WORK        #    (its last part: the two into one report)
+#   bash benchmarks/tuned/run.sh part WORK NAME METHODS SEEDS  # some of its runs in WORK/NAME (one thread)
 #
 # bench-split runs full, lora and dora into WORK/bench and qlora, ia3 and head into WORK/bench-b,
 # each benchmark on one thread (the 2 cores both busy while both run), then
-# moves the finished runs of WORK/bench-b into WORK/bench and resumes it with every method: the
+# moves the finished runs of WORK/bench-b (and of any other WORK/bench-NAME that `part` filled) into
+# WORK/bench and resumes it with every method: the
 # resume keeps finished runs and writes one results.json, every method against full on the same
 # reviews. Train seconds are therefore one-thread times beside another one-thread run.
 #
@@ -38,7 +40,7 @@ bench() {  # bench FOLDER METHOD...: the 3-seed benchmark of those methods' tune
   local resume=(); [ -d "$out" ] && resume=(--resume)
   local list="" baseline=()
   for m in "$@"; do list+="${list:+,}benchmarks/tuned/recipes/$m.yaml"; [ "$m" = full ] && baseline=(--baseline full); done
-  peft-sentiment benchmark -o "$out" --methods "$list" --seeds 42,43,44 --model "$model" \
+  peft-sentiment benchmark -o "$out" --methods "$list" --seeds "${SEEDS:-42,43,44}" --model "$model" \
     --data ../shared/data/imdb --eval-test-size 2000 "${baseline[@]}" "${resume[@]}"
 }
 
@@ -72,15 +74,22 @@ EOF
     OMP_NUM_THREADS=1 bench "$work/bench-b" qlora ia3 head > "$work/bench-b.out" 2>&1 &
     wait
     bash benchmarks/tuned/run.sh merge "$work" ;;
-  merge)  # the finished runs of WORK/bench-b into WORK/bench, then one report of every method
-    for run in "$work"/bench-b/runs/*/; do
-      name=$(basename "$run")
-      [ -f "$run/metrics.json" ] || continue
-      mv "$run" "$work/bench/runs/$name"
-      mv "$work/bench-b/configs/$name.yaml" "$work/bench/configs/"
-      mv "$work/bench-b/logs/$name".* "$work/bench/logs/"
-      rm -rf "$work/bench/evals/$name"; mv "$work/bench-b/evals/$name" "$work/bench/evals/"
+  part)  # part WORK NAME METHODS SEEDS, e.g. part WORK bench-c dora 43: those runs in WORK/NAME, one thread
+    name=${3:?a folder name, bench-...}; list=${4:?methods, comma-separated}; seeds=${5:?seeds, comma-separated}
+    IFS=, read -ra some <<< "$list"
+    OMP_NUM_THREADS=1 SEEDS=$seeds bench "$work/$name" "${some[@]}" ;;
+  merge)  # the finished runs of WORK/bench-* into WORK/bench, then one report of every method
+    for part in "$work"/bench-*/; do
+      for run in "$part"runs/*/; do
+        name=$(basename "$run")
+        [ -f "$run/metrics.json" ] || continue
+        [ -e "$work/bench/runs/$name" ] && { echo "$name is in $work/bench and in $part" >&2; exit 1; }
+        mv "$run" "$work/bench/runs/$name"
+        mv "$part/configs/$name.yaml" "$work/bench/configs/"
+        mv "$part/logs/$name".* "$work/bench/logs/"
+        rm -rf "$work/bench/evals/$name"; mv "$part/evals/$name" "$work/bench/evals/"
+      done
     done
     bench "$work/bench" "${methods[@]}" ;;
-  *) echo "unknown step $step: tune, recipes, bench, bench-split or merge" >&2; exit 2 ;;
+  *) echo "unknown step $step: tune, recipes, bench, bench-split, part or merge" >&2; exit 2 ;;
 esac
