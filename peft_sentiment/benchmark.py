@@ -222,10 +222,10 @@ def run_benchmark(
 def _interrupted_message(signame: str, output: Path, run: PlannedRun) -> str:
     """What a stopped benchmark kept, and how to go on."""
     kept = f"finished runs are kept in {output / 'runs'}: continue with the same command and --resume"
-    staging = partial_dir(output / "runs" / run.name)
-    if _finished(output / "runs" / run.name) or not (staging / IN_PROGRESS_FILE).is_file():
+    run_dir = output / "runs" / run.name
+    if _finished(run_dir) or not (partial_dir(run_dir) / IN_PROGRESS_FILE).is_file():
         return f"{signame}: {kept}"
-    checkpoint = last_checkpoint(staging)
+    _, checkpoint = _train_args(run, run_dir, output / "configs" / f"{run.name}.yaml")  # what --resume does
     stopped = (f"{run.name} stopped at {checkpoint.name}, where --resume continues it" if checkpoint
                else f"{run.name} was stopped before its first checkpoint and starts over on --resume")
     return f"{signame}: {stopped}; {kept}"

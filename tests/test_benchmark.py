@@ -475,6 +475,7 @@ def test_an_interrupted_run_with_a_checkpoint_is_continued(tmp_path: Path) -> No
 
 def test_a_stopped_benchmark_says_what_it_kept(tmp_path: Path) -> None:
     from peft_sentiment.benchmark import PlannedRun, _interrupted_message
+    from peft_sentiment.config import save_config
     from peft_sentiment.rundir import CHECKPOINTS_DIR
 
     run = PlannedRun(name="smoke-seed1", label="smoke", seed=1, config=load_config("smoke", {}))
@@ -487,6 +488,7 @@ def test_a_stopped_benchmark_says_what_it_kept(tmp_path: Path) -> None:
         f"SIGTERM: smoke-seed1 was stopped before its first checkpoint and starts over on --resume; {kept}"
     (staging / CHECKPOINTS_DIR / "checkpoint-8").mkdir(parents=True)
     (staging / CHECKPOINTS_DIR / "checkpoint-8" / "trainer_state.json").write_text("{}")
+    save_config(run.config, staging / "config.yaml")  # as train writes it: --resume continues the run
     assert _interrupted_message("SIGTERM", tmp_path, run) == \
         f"SIGTERM: smoke-seed1 stopped at checkpoint-8, where --resume continues it; {kept}"
 
