@@ -31,14 +31,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from . import events
 from .config import RunConfig, config_to_dict, load_config, read_recipe, recipe_path, save_config
-from .errors import ConfigError, Interrupted, RunError
+from .errors import ConfigError, Interrupted, RunError, signal_of
 from .rundir import (
     CONFIG_FILE,
     IN_PROGRESS_FILE,
@@ -103,7 +104,7 @@ class BenchmarkSpec:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "BenchmarkSpec":
+    def from_dict(cls, data: dict[str, Any]) -> BenchmarkSpec:
         return cls(methods=tuple(data["methods"]), seeds=tuple(data["seeds"]),
                    overrides=dict(data.get("overrides", {})),
                    eval_test_sizes=tuple(data.get("eval_test_sizes", ())),
@@ -209,8 +210,8 @@ def run_benchmark(
                 records[run.name] = _execute(run, spec, output, python, reporter, index)
                 reporter.finished(records[run.name])
         except KeyboardInterrupt as err:
-            signum = signal.SIGINT if type(err) is KeyboardInterrupt else signal.SIGTERM
-            raise Interrupted(_interrupted_message(signal.Signals(signum).name, output, run), signum) from None
+            signum = signal_of(err)
+            raise Interrupted(_interrupted_message(signum.name, output, run), signum) from None
         finally:
             reporter.close()
         results = collect(output, spec, runs, records, command)

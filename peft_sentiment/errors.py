@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 
 class PeftSentimentError(Exception):
     """Base class for every error caused by user input or the environment."""
@@ -33,6 +35,11 @@ class Interrupted(PeftSentimentError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+def signal_of(err: KeyboardInterrupt) -> signal.Signals:
+    """The signal behind a KeyboardInterrupt: SIGINT itself, SIGTERM for the CLI's subclass of it."""
+    return signal.SIGINT if type(err) is KeyboardInterrupt else signal.SIGTERM
 
 
 def first_line(err: BaseException) -> str:

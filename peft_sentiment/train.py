@@ -246,6 +246,14 @@ class StopOnSignal(TrainerCallback):
             control.should_training_stop = True
         return control
 
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.signum is not None and abs(state.epoch - round(state.epoch)) > 1e-6:
+            # stopped part-way through an epoch: the checkpoint is saved already, and validation
+            # scores whole epochs only (the resumed run scores this one when it ends)
+            control.should_evaluate = False
+            control.should_save = False
+        return control
+
 
 def train(
     model: torch.nn.Module,

@@ -53,7 +53,7 @@ from .config import (
     tune_space,
     yaml_number,
 )
-from .errors import ConfigError, Interrupted, RunError
+from .errors import ConfigError, Interrupted, RunError, signal_of
 from .rundir import (
     METRICS_FILE,
     load_run_config,
@@ -283,8 +283,8 @@ def run_tune(
                     break
         except KeyboardInterrupt as err:
             _write_outputs(study, output, spec, planned)
-            signum = signal.SIGINT if type(err) is KeyboardInterrupt else signal.SIGTERM
-            raise Interrupted(f"{signal.Signals(signum).name}: the trial in progress was stopped; the "
+            signum = signal_of(err)
+            raise Interrupted(f"{signum.name}: the trial in progress was stopped; the "
                               f"study's finished trials are kept in {output / STUDY_FILE}: continue it "
                               "with the same command and --resume", signum) from None
         finally:
@@ -472,8 +472,9 @@ def _on_event(ev: dict[str, Any], trial: Any, reporter: TuneReporter) -> int | N
     numbers = all(isinstance(v, (int, float)) for v in (accuracy, epoch))
     if ev["event"] != "evaluate" or not numbers:
         return None
-    # The pruner's steps are epochs 1, 2, ...; a run stopped mid-epoch (a signal) evaluates there too,
-    # which is not an epoch. A run's last evaluation counts, fractional (num_train_epochs 2.5) or not.
+    # The pruner's steps are epochs 1, 2, ...: evaluations come at the end of each epoch (not where a
+    # signal stops a run part-way) and at the last step, which counts even when fractional
+    # (num_train_epochs 2.5 reports as step 3).
     whole = abs(epoch - round(epoch)) < 1e-3
     if not whole and step != total:
         return None

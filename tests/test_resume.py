@@ -18,7 +18,7 @@ from conftest import assert_one_line_error, dot_entries, invoke
 from transformers import TrainerCallback
 
 from peft_sentiment.config import load_config, save_config
-from peft_sentiment.errors import RunError
+from peft_sentiment.errors import Interrupted, RunError
 from peft_sentiment.loading import load_model
 from peft_sentiment.run import run_training
 from peft_sentiment.rundir import last_checkpoint, partial_dir
@@ -40,9 +40,20 @@ class Crash(TrainerCallback):
     def __init__(self, at_step: int) -> None:
         self.at_step = at_step
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.at_step:
             raise RuntimeError("simulated crash")
+
+
+class Signal(TrainerCallback):
+    """Sends this process a signal at the end of a step, as `kill` from outside would."""
+
+    def __init__(self, at_step: int, signum: int = signal.SIGTERM) -> None:
+        self.at_step, self.signum = at_step, signum
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at_step:
+            os.kill(os.getpid(), self.signum)
 
 
 def probe_logits(run: Path) -> torch.Tensor:
@@ -104,6 +115,27 @@ def test_keep_checkpoints_bounds_what_is_kept(tmp_path: Path) -> None:
     assert kept == ["checkpoint-30", "checkpoint-40"]
 
 
+def _eval_epochs(log: list[dict]) -> list[float]:
+    return [entry["epoch"] for entry in log if "eval_accuracy" in entry]
+
+
+def test_a_signal_mid_epoch_saves_without_scoring_part_of_an_epoch(tmp_path: Path) -> None:
+    """Validation scores whole epochs: a run stopped part-way through its second epoch neither
+    evaluates nor competes for the best checkpoint there; the resumed run scores that epoch."""
+    cfg = smoke("lora", **{"train.save_steps": None, "train.keep_best": True})
+    with pytest.raises(Interrupted, match="SIGTERM: stopped at step 31 of 50"):
+        run_training(cfg, output=tmp_path / "run", callbacks=[Signal(at_step=30)])
+    saved = last_checkpoint(partial_dir(tmp_path / "run"))
+    assert saved.name == "checkpoint-31"
+    state = json.loads((saved / "trainer_state.json").read_text())
+    assert _eval_epochs(state["log_history"]) == [1.0]
+    assert state["best_model_checkpoint"].endswith("checkpoint-25")
+
+    resumed = run_training(None, output=tmp_path / "run", resume=True)
+    assert resumed.summary["resumed_from"] == "checkpoint-31"
+    assert _eval_epochs(resumed.train.log) == [1.0, 2.0]
+
+
 def test_unfinished_run_is_refused_everywhere(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         run_training(smoke("lora"), output=tmp_path / "run", callbacks=[Crash(at_step=15)])
@@ -120,7 +152,7 @@ def test_unfinished_run_is_refused_everywhere(tmp_path: Path) -> None:
     assert last_checkpoint(staging) is not None
 
 
-def test_resume_errors(tmp_path: Path, smoke_lora) -> None:  # noqa: ANN001
+def test_resume_errors(tmp_path: Path, smoke_lora) -> None:
     assert_one_line_error(invoke(["train", "--resume", tmp_path / "nothing"]), 1, "no unfinished run")
     assert_one_line_error(invoke(["train", "--resume", smoke_lora.path]), 1, "has finished")
     assert_one_line_error(invoke(["train", "--resume", smoke_lora.path, "--lr", "0.1"]), 2,
@@ -158,7 +190,7 @@ def test_sigkill_loses_at_most_the_work_since_the_last_checkpoint(tmp_path: Path
     kept = last_checkpoint(tmp_path / "run.partial")
     assert kept is not None and not (tmp_path / "run").exists()
     # The lock died with the process: resuming is not refused as "being written".
-    resumed = subprocess.run([sys.executable, "-m", "peft_sentiment", "train", "--resume", "run"], cwd=tmp_path,
+    resumed = subprocess.run([sys.executable, "-m", "peft_sentiment", "train", "--resume", "run"], cwd=tmp_path, check=False,
                              capture_output=True, text=True, timeout=600,
                              env=dict(os.environ, PYTHONWARNINGS="ignore"))
     assert resumed.returncode == 0, resumed.stderr
