@@ -29,6 +29,9 @@ def part_of(command: list[str]) -> str:
 
 
 def main(bench: Path) -> None:
+    print(f"# Where each run of `{bench}` trained\n")
+    print(f"Made by `python benchmarks/tuned/runs.py {bench}` from each run's `metrics.json` and the first "
+          "event of its `logs/<run>.events.jsonl`.\n")
     print("| run | trained in | started (UTC) | cpu | dtype | measured peak GFLOP/s | train s | train MFU | peak memory MiB |")
     print("|---|---|---|---|---|---:|---:|---:|---:|")
     for metrics_file in sorted(bench.glob("runs/*/metrics.json")):
