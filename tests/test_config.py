@@ -108,6 +108,15 @@ def test_shipped_recipes_take_the_values_the_tuned_benchmark_trained(method: str
     assert shipped.tune  # the space stays for the next search
 
 
+def test_the_bf16_check_is_the_tuned_full_recipe_with_bf16_forced() -> None:
+    """benchmarks/tuned/full-bf16.yaml differs from the tuned full recipe in train.precision alone."""
+    tuned = Path(__file__).parents[1] / "benchmarks" / "tuned"
+    full = load_config(tuned / "recipes" / "full.yaml")
+    check = load_config(tuned / "full-bf16.yaml")
+    assert check.train.precision == "bf16"
+    assert dataclasses.replace(check, train=dataclasses.replace(check.train, precision=full.train.precision)) == full
+
+
 def test_lora_recipe_values() -> None:
     cfg = load_config("lora")
     assert cfg.method == "lora"
